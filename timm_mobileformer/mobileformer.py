@@ -613,11 +613,6 @@ class MobileFormer(nn.Module):
             return x.new_zeros(0)
         return self.tokens.unsqueeze(0).expand(x.shape[0], -1, -1)
 
-    def _run_block(self, block: nn.Module, x: torch.Tensor, tokens: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
-        if self.grad_checkpointing and not torch.jit.is_scripting():
-            return checkpoint(block, x, tokens)
-        return block(x, tokens)
-
     def forward_intermediates(
             self,
             x: torch.Tensor,
@@ -656,7 +651,10 @@ class MobileFormer(nn.Module):
         for i, block in enumerate(self.blocks):
             if i >= last_block:
                 break
-            x, tokens = self._run_block(block, x, tokens)
+            if self.grad_checkpointing and not torch.jit.is_scripting():
+                x, tokens = checkpoint(block, x, tokens)
+            else:
+                x, tokens = block(x, tokens)
             if i + 1 in take_after:
                 intermediates.append(x)
 
@@ -695,7 +693,10 @@ class MobileFormer(nn.Module):
         x = self.stem(x)
         tokens = self._init_tokens(x)
         for block in self.blocks:
-            x, tokens = self._run_block(block, x, tokens)
+            if self.grad_checkpointing and not torch.jit.is_scripting():
+                x, tokens = checkpoint(block, x, tokens)
+            else:
+                x, tokens = block(x, tokens)
         return self.merge(x, tokens)
 
     def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
@@ -885,6 +886,17 @@ model_cfgs: Dict[str, Dict[str, Any]] = dict(
 )
 # 26m is 52m with grouped pointwise convs (4 groups) and channel shuffles
 model_cfgs['mobileformer_26m'] = dict(model_cfgs['mobileformer_52m'], pw_groups=4)
+
+# The paper's numbers (abstract and the authors' README agree): params (M), MAdds (M), ImageNet top-1 (%)
+paper_results: Dict[str, Tuple[float, int, float]] = dict(
+    mobileformer_508m=(14.0, 508, 79.3),
+    mobileformer_294m=(11.4, 294, 77.9),
+    mobileformer_214m=(9.4, 214, 76.7),
+    mobileformer_151m=(7.6, 151, 75.2),
+    mobileformer_96m=(4.6, 96, 72.8),
+    mobileformer_52m=(3.5, 52, 68.7),
+    mobileformer_26m=(3.2, 26, 64.0),
+)
 
 
 def _cfg(**kwargs: Any) -> Dict[str, Any]:

@@ -26,6 +26,10 @@ from timm.models import build_model_with_cfg, generate_default_cfgs, register_mo
 from timm.models._features import feature_take_indices
 from timm.models._manipulate import checkpoint
 
+from .hub import (
+    AUTHORS_CHECKPOINT_URLS, WEIGHTS_FILENAME, WEIGHTS_LICENSE, authors_filename, explain_unreachable_weights, hub_id,
+)
+
 __all__ = ['MobileFormer']
 
 # (kind, expansion, out_chs, stride); kind is 'lite' (bneck-lite), 'down' (Mobile-Former↓) or 'mf'
@@ -707,41 +711,44 @@ class MobileFormer(nn.Module):
         return self.forward_head(x)
 
 
+# (pattern, replacement) from the authors' key names to ours; the first that matches applies
+_OFFICIAL_KEY_RULES = (
+    (r'^tokens\.weight$', 'tokens'),
+    (r'^stem\.0\.', 'stem.conv.'),
+    (r'^stem\.1\.', 'stem.bn.'),
+    (r'^features\.(\d+)\.conv\.0\.', r'blocks.\1.conv_dw.conv.'),
+    (r'^features\.(\d+)\.conv\.1\.', r'blocks.\1.conv_dw.bn.'),
+    (r'^features\.(\d+)\.conv\.4\.', r'blocks.\1.conv_pw.conv.'),
+    (r'^features\.(\d+)\.conv\.5\.', r'blocks.\1.conv_pw.bn.'),
+    (r'^features\.(\d+)\.local_global\.alpha\.0\.', r'blocks.\1.mobile_to_former.gate.'),
+    (r'^features\.(\d+)\.local_global\.layer_norm\.', r'blocks.\1.mobile_to_former.norm.'),
+    (r'^features\.(\d+)\.local_global\.', r'blocks.\1.mobile_to_former.'),
+    (r'^features\.(\d+)\.global_block\.channel_mlp\.', r'blocks.\1.former.proj.'),
+    (r'^features\.(\d+)\.global_block\.layer_norm\.', r'blocks.\1.former.norm1.'),
+    (r'^features\.(\d+)\.global_block\.ffn\.0\.', r'blocks.\1.former.fc1.'),
+    (r'^features\.(\d+)\.global_block\.ffn\.2\.', r'blocks.\1.former.fc2.'),
+    (r'^features\.(\d+)\.global_block\.ffn_norm\.', r'blocks.\1.former.norm2.'),
+    (r'^features\.(\d+)\.global_block\.', r'blocks.\1.former.'),
+    (r'^features\.(\d+)\.global_local\.proj\.', r'blocks.\1.former_to_mobile.v.'),
+    (r'^features\.(\d+)\.global_local\.', r'blocks.\1.former_to_mobile.'),
+    (r'^features\.(\d+)\.hyper(\d)\.hyper\.0\.', r'blocks.\1.mobile.act\2.fc1.'),
+    (r'^features\.(\d+)\.hyper(\d)\.hyper\.2\.', r'blocks.\1.mobile.act\2.fc2.'),
+    (r'^features\.(\d+)\.(conv\d)\.0\.', r'blocks.\1.mobile.\2.conv.'),
+    (r'^features\.(\d+)\.(conv\d)\.1\.', r'blocks.\1.mobile.\2.bn.'),
+    (r'^local_global\.alpha\.0\.', 'merge.bridge.gate.'),
+    (r'^local_global\.layer_norm\.', 'merge.bridge.norm.'),
+    (r'^local_global\.', 'merge.bridge.'),
+    (r'^classifier\.conv\.1\.', 'merge.conv.conv.'),
+    (r'^classifier\.conv\.2\.', 'merge.conv.bn.'),
+    (r'^classifier\.fc\.0\.', 'head.pre_logits.fc.'),
+    (r'^classifier\.fc\.1\.', 'head.pre_logits.norm.'),
+    (r'^classifier\.classifier\.1\.', 'head.fc.'),
+)
+
+
 def _official_key(key: str) -> str:
     """Map one key of the authors' state dict to this module's name for it."""
-    rules = (
-        (r'^tokens\.weight$', 'tokens'),
-        (r'^stem\.0\.', 'stem.conv.'),
-        (r'^stem\.1\.', 'stem.bn.'),
-        (r'^features\.(\d+)\.conv\.0\.', r'blocks.\1.conv_dw.conv.'),
-        (r'^features\.(\d+)\.conv\.1\.', r'blocks.\1.conv_dw.bn.'),
-        (r'^features\.(\d+)\.conv\.4\.', r'blocks.\1.conv_pw.conv.'),
-        (r'^features\.(\d+)\.conv\.5\.', r'blocks.\1.conv_pw.bn.'),
-        (r'^features\.(\d+)\.local_global\.alpha\.0\.', r'blocks.\1.mobile_to_former.gate.'),
-        (r'^features\.(\d+)\.local_global\.layer_norm\.', r'blocks.\1.mobile_to_former.norm.'),
-        (r'^features\.(\d+)\.local_global\.', r'blocks.\1.mobile_to_former.'),
-        (r'^features\.(\d+)\.global_block\.channel_mlp\.', r'blocks.\1.former.proj.'),
-        (r'^features\.(\d+)\.global_block\.layer_norm\.', r'blocks.\1.former.norm1.'),
-        (r'^features\.(\d+)\.global_block\.ffn\.0\.', r'blocks.\1.former.fc1.'),
-        (r'^features\.(\d+)\.global_block\.ffn\.2\.', r'blocks.\1.former.fc2.'),
-        (r'^features\.(\d+)\.global_block\.ffn_norm\.', r'blocks.\1.former.norm2.'),
-        (r'^features\.(\d+)\.global_block\.', r'blocks.\1.former.'),
-        (r'^features\.(\d+)\.global_local\.proj\.', r'blocks.\1.former_to_mobile.v.'),
-        (r'^features\.(\d+)\.global_local\.', r'blocks.\1.former_to_mobile.'),
-        (r'^features\.(\d+)\.hyper(\d)\.hyper\.0\.', r'blocks.\1.mobile.act\2.fc1.'),
-        (r'^features\.(\d+)\.hyper(\d)\.hyper\.2\.', r'blocks.\1.mobile.act\2.fc2.'),
-        (r'^features\.(\d+)\.(conv\d)\.0\.', r'blocks.\1.mobile.\2.conv.'),
-        (r'^features\.(\d+)\.(conv\d)\.1\.', r'blocks.\1.mobile.\2.bn.'),
-        (r'^local_global\.alpha\.0\.', 'merge.bridge.gate.'),
-        (r'^local_global\.layer_norm\.', 'merge.bridge.norm.'),
-        (r'^local_global\.', 'merge.bridge.'),
-        (r'^classifier\.conv\.1\.', 'merge.conv.conv.'),
-        (r'^classifier\.conv\.2\.', 'merge.conv.bn.'),
-        (r'^classifier\.fc\.0\.', 'head.pre_logits.fc.'),
-        (r'^classifier\.fc\.1\.', 'head.pre_logits.norm.'),
-        (r'^classifier\.classifier\.1\.', 'head.fc.'),
-    )
-    for pattern, repl in rules:
+    for pattern, repl in _OFFICIAL_KEY_RULES:
         new_key, n = re.subn(pattern, repl, key)
         if n:
             return new_key
@@ -766,6 +773,55 @@ def _rename_mobile(key: str, model: MobileFormer) -> str:
     return f'blocks.{idx}.mobile.{names.get(name, name)}.{rest}'
 
 
+def _unwrap(state_dict: Dict[str, Any]) -> Dict[str, Any]:
+    """Take the weights out of a training-checkpoint envelope and drop a DDP `module.` prefix."""
+    for envelope in ('state_dict', 'model'):
+        if isinstance(state_dict.get(envelope), dict):
+            state_dict = state_dict[envelope]
+            break
+    return {k[len('module.'):] if k.startswith('module.') else k: v for k, v in state_dict.items()}
+
+
+def _convert(state_dict: Dict[str, Any], model: MobileFormer) -> Dict[str, Any]:
+    """Rename the authors' keys for `model`; state dicts already in this model's names pass through."""
+    if not any(k.startswith('features.') for k in state_dict):
+        return state_dict
+    return {
+        _rename_mobile(_official_key(k), model): v
+        for k, v in state_dict.items() if not k.endswith('num_batches_tracked')
+    }
+
+
+def _mismatch(state_dict: Dict[str, Any], model: MobileFormer) -> Tuple[List[str], List[str], List[str]]:
+    """(missing, unexpected, other-shape) keys of state_dict against model; the classifier and stem conv
+    are left to timm, which adapts them for num_classes and in_chans."""
+    adaptable = ('head.fc.weight', 'head.fc.bias', 'stem.conv.weight')
+    expected = {k: v.shape for k, v in model.state_dict().items()
+                if not k.endswith('num_batches_tracked') and k not in adaptable}
+    found = {k: v.shape for k, v in state_dict.items()
+             if torch.is_tensor(v) and not k.endswith('num_batches_tracked') and k not in adaptable}
+    missing = sorted(set(expected) - set(found))
+    unexpected = sorted(set(found) - set(expected))
+    reshaped = sorted(k for k in set(expected) & set(found) if expected[k] != found[k])
+    return missing, unexpected, reshaped
+
+
+@lru_cache(maxsize=None)
+def _meta_model(variant: str) -> MobileFormer:
+    """A variant built on the meta device: shapes only, no memory, no init cost."""
+    return MobileFormer(**model_cfgs[variant], device='meta')
+
+
+def guess_variant(state_dict: Dict[str, Any]) -> Optional[str]:
+    """Name the variant (e.g. 'mobileformer_294m') whose tensors these are, authors' or converted; None if none."""
+    state_dict = _unwrap(state_dict)
+    for variant in model_cfgs:
+        model = _meta_model(variant)
+        if not any(_mismatch(_convert(state_dict, model), model)):
+            return variant
+    return None
+
+
 def checkpoint_filter_fn(state_dict: Dict[str, Any], model: MobileFormer) -> Dict[str, torch.Tensor]:
     """Convert the authors' checkpoint (`mobile-former-<v>.pth.tar`) to this model's names.
 
@@ -774,73 +830,26 @@ def checkpoint_filter_fn(state_dict: Dict[str, Any], model: MobileFormer) -> Dic
     the same shape and every place must be filled: a checkpoint of another variant, or one with missing or
     extra tensors, raises a ValueError naming what was expected and what was found. Nothing loads partially.
     """
-    for envelope in ('state_dict', 'model'):
-        if isinstance(state_dict.get(envelope), dict):
-            state_dict = state_dict[envelope]
-            break
-    state_dict = {k[len('module.'):] if k.startswith('module.') else k: v for k, v in state_dict.items()}
-    official = any(k.startswith('features.') for k in state_dict)
-    out = {}
-    for key, value in state_dict.items():
-        if official:
-            if key.endswith('num_batches_tracked'):
-                continue
-            key = _rename_mobile(_official_key(key), model)
-        out[key] = value
-    _check_state_dict(out, model)
-    return out
-
-
-def _check_state_dict(state_dict: Dict[str, torch.Tensor], model: MobileFormer) -> None:
-    """Raise a ValueError unless state_dict fills model exactly (classifier shapes may differ)."""
-    expected = {k: v.shape for k, v in model.state_dict().items() if not k.endswith('num_batches_tracked')}
-    found = {k: v.shape for k, v in state_dict.items() if torch.is_tensor(v) and not k.endswith('num_batches_tracked')}
-    # the head FC and in_chans adaptation are timm's to handle after this filter
-    adaptable = ('head.fc.weight', 'head.fc.bias', 'stem.conv.weight')
-    missing = sorted(set(expected) - set(found) - set(adaptable))
-    extra = sorted(set(found) - set(expected) - set(adaptable))
-    mismatched = sorted(
-        k for k in set(expected) & set(found) if k not in adaptable and expected[k] != found[k])
-    if not (missing or extra or mismatched):
-        return
-    variant = getattr(model, 'pretrained_cfg', {}).get('architecture', type(model).__name__)
-    tokens = state_dict.get('tokens')
-    found_desc = f'{len(found)} tensors'
-    if torch.is_tensor(tokens):
-        found_desc += f', {tokens.shape[0]} tokens of width {tokens.shape[1]}'
-    guess = _guess_variant(found)
-    if guess:
-        found_desc += f'; it looks like mobileformer_{guess}'
-    details = []
-    for name, keys in (('missing', missing), ('unexpected', extra)):
-        if keys:
-            details.append(f'{len(keys)} {name} (e.g. {", ".join(keys[:3])})')
-    if mismatched:
-        k = mismatched[0]
-        details.append(f'{len(mismatched)} of other shapes (e.g. {k}: {tuple(found[k])} vs {tuple(expected[k])})')
+    state_dict = _unwrap(state_dict)
+    out = _convert(state_dict, model)
+    missing, unexpected, reshaped = _mismatch(out, model)
+    if not (missing or unexpected or reshaped):
+        return out
+    variant = model.pretrained_cfg.get('architecture') if hasattr(model, 'pretrained_cfg') else None
+    found = f'{len(out)} tensors'
+    tokens = out.get('tokens')
+    if torch.is_tensor(tokens) and tokens.ndim == 2:
+        found += f', {tokens.shape[0]} tokens of width {tokens.shape[1]}'
+    guess = guess_variant(state_dict)
+    found += f'; the checkpoint is {guess}' if guess else '; it matches no Mobile-Former variant'
+    details = [f'{len(keys)} {name} (e.g. {", ".join(keys[:3])})'
+               for name, keys in (('missing', missing), ('unexpected', unexpected)) if keys]
+    if reshaped:
+        details.append(f'{len(reshaped)} of another shape (e.g. {reshaped[0]}: {tuple(out[reshaped[0]].shape)})')
     raise ValueError(
-        f'Checkpoint does not fit {variant}: expected {len(expected)} tensors, found {found_desc}. '
-        f'{"; ".join(details)}. Load it with the matching variant, or check that the file is a Mobile-Former '
-        f'checkpoint. Nothing was loaded.')
-
-
-def _guess_variant(shapes: Dict[str, torch.Size]) -> Optional[str]:
-    """Name the variant whose state dict has these keys and shapes (classifier and stem aside), if any."""
-    found = {k: tuple(v) for k, v in shapes.items() if not k.startswith(('head.fc.', 'stem.conv.'))}
-    for variant in model_cfgs:
-        if variant_shapes(variant) == found:
-            return variant
-    return None
-
-
-@lru_cache(maxsize=None)
-def variant_shapes(variant: str) -> Dict[str, Tuple[int, ...]]:
-    """Parameter and buffer shapes of a variant, built on the meta device (no memory, no init cost)."""
-    model = MobileFormer(**model_cfgs[variant], device='meta')
-    return {
-        k: tuple(v.shape) for k, v in model.state_dict().items()
-        if not k.endswith('num_batches_tracked') and not k.startswith(('head.fc.', 'stem.conv.'))
-    }
+        f'Checkpoint does not fit {variant or "this MobileFormer"}: {"; ".join(details)}. Found {found}. '
+        f'Load it with the matching variant, or check that the file is a Mobile-Former checkpoint. '
+        f'Nothing was loaded.')
 
 
 def _down(out_chs: int) -> BlockCfg:
@@ -913,21 +922,40 @@ def _cfg(**kwargs: Any) -> Dict[str, Any]:
     }
 
 
+def _in1k_cfg(variant: str) -> Dict[str, Any]:
+    """The authors' ImageNet-1k weights, converted to safetensors on the Hub (hub.py, RELEASING.md)."""
+    top1 = paper_results[variant][2]
+    return _cfg(
+        hf_hub_id=hub_id(variant),
+        hf_hub_filename=WEIGHTS_FILENAME,
+        origin_url=AUTHORS_CHECKPOINT_URLS[variant],
+        license=WEIGHTS_LICENSE,
+        description=f"ImageNet-1k weights trained by the Mobile-Former authors ({authors_filename(variant)}), "
+                    f"converted to timm format; paper top-1 {top1}%.",
+        notes=(
+            f'paper ImageNet-1k top-1: {top1}% (224 px)',
+            "the authors released these weights without a license: all rights stay with them; "
+            "this package's Apache-2.0 license does not cover them",
+        ),
+    )
+
+
 default_cfgs = generate_default_cfgs({
-    f'{name}.untrained': _cfg() for name in model_cfgs
+    f'{name}.in1k': _in1k_cfg(name) for name in model_cfgs
 })
 
 
 def _create_mobileformer(variant: str, pretrained: bool = False, **kwargs: Any) -> MobileFormer:
     out_indices = kwargs.pop('out_indices', (0, 1, 2, 3, 4))
-    return build_model_with_cfg(
-        MobileFormer,
-        variant,
-        pretrained,
-        pretrained_filter_fn=checkpoint_filter_fn,
-        feature_cfg=dict(feature_cls='getter', out_indices=out_indices),
-        **dict(model_cfgs[variant], **kwargs),
-    )
+    with explain_unreachable_weights(variant, kwargs.get('pretrained_cfg'), kwargs.get('pretrained_cfg_overlay')):
+        return build_model_with_cfg(
+            MobileFormer,
+            variant,
+            pretrained,
+            pretrained_filter_fn=checkpoint_filter_fn,
+            feature_cfg=dict(feature_cls='getter', out_indices=out_indices),
+            **dict(model_cfgs[variant], **kwargs),
+        )
 
 
 @register_model

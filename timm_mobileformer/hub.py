@@ -1,0 +1,114 @@
+"""Where Mobile-Former's ImageNet weights live on the Hugging Face Hub, and what to do when they can't be reached.
+
+The only ImageNet-1k weights are the authors' `mobile-former-<v>.pth.tar` files on Google Drive. The project
+converts them (`timm-mobileformer convert`) into one Hub repo per variant, `<HUB_ORG>/mobileformer_<v>.in1k`,
+holding `model.safetensors`, timm's `config.json` and a model card. See RELEASING.md for why they are not
+published yet.
+
+Nothing here imports the model file: the model file imports this one for its cfgs.
+"""
+import hashlib
+import shutil
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Dict, Iterator, Optional, Sequence, Union
+
+from huggingface_hub import constants as hf_constants
+from huggingface_hub.errors import EntryNotFoundError, HfHubHTTPError
+from timm.models import resolve_pretrained_cfg
+
+# The one place the Hub organisation is chosen (documented in RELEASING.md).
+HUB_ORG = 'timm-mobileformer'
+WEIGHTS_FILENAME = 'model.safetensors'
+# Hub license id for the authors' weights: they were released without any license (all rights reserved).
+WEIGHTS_LICENSE = 'unknown'
+
+# The authors' ImageNet-1k checkpoints (github.com/AAboys/MobileFormer README), one per variant.
+AUTHORS_CHECKPOINT_URLS: Dict[str, str] = {
+    'mobileformer_508m': 'https://drive.google.com/file/d/1bqLIcpbCaxK-Eb4wcxk0iJpFJ1nXfGuF/view?usp=sharing',
+    'mobileformer_294m': 'https://drive.google.com/file/d/1JBSM7NJ60fN9TgT5sMnbhmbZwrzcBd0r/view?usp=sharing',
+    'mobileformer_214m': 'https://drive.google.com/file/d/13MOjdIMMBJgqyq_ld-grRhBBHOFU5Ggd/view?usp=sharing',
+    'mobileformer_151m': 'https://drive.google.com/file/d/1w4QO-zhJ8QI1zGu7iOZ7lXxYJ5G1VXdF/view?usp=sharing',
+    'mobileformer_96m': 'https://drive.google.com/file/d/1kMbRceswujtliCHKr-nxMFsrkvBrEfrW/view?usp=sharing',
+    'mobileformer_52m': 'https://drive.google.com/file/d/1ekq_FPl57gjIlYX16Ll0nBuEyB0pjgGt/view?usp=sharing',
+    'mobileformer_26m': 'https://drive.google.com/file/d/15uWYzx2VWWUjacZQHB56vOHzKxQDlp5O/view?usp=sharing',
+}
+
+
+def hub_id(variant: str, tag: str = 'in1k') -> str:
+    """The Hub repo of a variant's weights, e.g. 'timm-mobileformer/mobileformer_294m.in1k'."""
+    return f'{HUB_ORG}/{variant}.{tag}'
+
+
+def authors_filename(variant: str) -> str:
+    """The authors' name for a variant's checkpoint, e.g. 'mobile-former-294m.pth.tar'."""
+    return f"mobile-former-{variant.split('_', 1)[1]}.pth.tar"
+
+
+class WeightsUnreachableError(RuntimeError):
+    """Pretrained weights were asked for but the Hub could not deliver them."""
+
+
+def unreachable_message(variant: str, repo_id: Optional[str], reason: str) -> str:
+    """One line: which Hub repo failed, and the two local ways to the same weights."""
+    authors_file = authors_filename(variant)
+    url = AUTHORS_CHECKPOINT_URLS.get(variant, 'the Google Drive link in RELEASING.md')
+    return (
+        f"Pretrained weights for {variant} could not be fetched from the Hugging Face Hub repo {repo_id} "
+        f"({reason}: offline, or the repo is not published yet). Two ways out, with the authors' {authors_file} "
+        f"({url}): convert it with `timm-mobileformer convert {authors_file} --out DIR` and load "
+        f"timm.create_model('local-dir:DIR', pretrained=True), or pass the file directly with "
+        f"timm.create_model('{variant}', pretrained=True, pretrained_cfg_overlay=dict(file='{authors_file}'))."
+    )
+
+
+@contextmanager
+def explain_unreachable_weights(
+        variant: str,
+        pretrained_cfg: Optional[Union[str, Dict[str, Any]]] = None,
+        pretrained_cfg_overlay: Optional[Dict[str, Any]] = None,
+) -> Iterator[None]:
+    """Turn the Hub's not-found / offline / connection errors into WeightsUnreachableError; pass others on.
+
+    Takes the same cfg arguments as the model build, to name the Hub repo it tried.
+    """
+    try:
+        yield
+    except (EntryNotFoundError, HfHubHTTPError, ConnectionError) as err:
+        repo_id = resolve_pretrained_cfg(variant, pretrained_cfg, pretrained_cfg_overlay).hf_hub_id
+        raise WeightsUnreachableError(unreachable_message(variant, repo_id, type(err).__name__)) from err
+
+
+def install_in_hub_cache(
+        folder: Union[str, Path],
+        repo_id: str,
+        cache_dir: Optional[Union[str, Path]] = None,
+) -> Path:
+    """Copy a converted folder into a Hugging Face cache as the `main` revision of repo_id; return the snapshot.
+
+    With the cache in place, `pretrained=True` and `hf-hub:` load it without network access
+    (`HF_HUB_OFFLINE=1`, and `HF_HUB_CACHE=cache_dir` if it is not the default cache). The cache layout is
+    `models--<org>--<name>/refs/main` naming a revision and `snapshots/<revision>/<files>`.
+    """
+    folder = Path(folder)
+    files = sorted(p for p in folder.iterdir() if p.is_file())
+    revision = _folder_revision(files)
+    repo_dir = Path(cache_dir or hf_constants.HF_HUB_CACHE) / f"models--{repo_id.replace('/', '--')}"
+    snapshot = repo_dir / 'snapshots' / revision
+    snapshot.mkdir(parents=True, exist_ok=True)
+    for path in files:
+        shutil.copyfile(path, snapshot / path.name)
+    (repo_dir / 'refs').mkdir(exist_ok=True)
+    (repo_dir / 'refs' / 'main').write_text(revision)
+    return snapshot
+
+
+def _folder_revision(files: Sequence[Path]) -> str:
+    """A 40-hex revision id derived from the files' names and contents (same folder, same id)."""
+    digest = hashlib.sha1()
+    for path in files:
+        digest.update(path.name.encode())
+        with open(path, 'rb') as f:
+            for chunk in iter(lambda: f.read(1 << 20), b''):
+                digest.update(chunk)
+    return digest.hexdigest()

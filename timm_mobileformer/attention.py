@@ -1,0 +1,300 @@
+"""What the global tokens see: the bridges' cross-attention maps, as an API and as a picture.
+
+`record_attention(model)` is a context manager that captures, during any forward pass inside it, the
+Mobile→Former attention of every token over every bridge's feature map and the Former→Mobile attention
+of every pixel over the tokens. It registers forward pre-hooks on the bridges on entry and removes them on
+exit, so the model's forward is untouched and costs nothing extra when no one is recording.
+
+`timm-mobileformer attention IMAGE --out FILE.png` draws those maps as a grid (one row per block, one
+column per token) overlaid on the image, in the spirit of the paper's Fig. 6.
+"""
+import argparse
+import sys
+import textwrap
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from functools import partial
+from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple
+
+import numpy as np
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from PIL import Image, ImageDraw, ImageFont
+
+import timm
+from timm.data import ImageNetInfo, create_transform, resolve_data_config
+from .hub import WeightsUnreachableError
+from .mobileformer import MobileFormer, MobileFormerBlock, MobileToFormer, FormerToMobile, model_cfgs
+
+__all__ = ['TokenAttention', 'record_attention', 'token_attention', 'render_attention_grid', 'GridLayout']
+
+COMMAND = 'attention'
+HELP = 'Draw the cross-attention of every global token over the image, one row per block, one column per token.'
+
+MERGE = 'merge'
+
+
+@dataclass
+class TokenAttention:
+    """Attention maps of one forward pass, keyed by the name of the module that owns the bridge.
+
+    For a `MobileFormer` the keys are `'blocks.<i>'` for each Mobile-Former block and `'merge'` for the
+    final Mobile→Former bridge ahead of the classifier (Mobile→Former only). Each map is
+    (B, heads, M, H, W) at the resolution of the feature map the bridge reads:
+
+    - `mobile_to_former`: token m's softmax over the pixels of the block's *input* map; sums to 1 over (H, W).
+    - `former_to_mobile`: each pixel of the block's *Mobile output* map over the tokens; sums to 1 over M.
+    """
+    mobile_to_former: Dict[str, torch.Tensor] = field(default_factory=dict)
+    former_to_mobile: Dict[str, torch.Tensor] = field(default_factory=dict)
+
+
+def _owner(name: str) -> str:
+    """'blocks.3.mobile_to_former' -> 'blocks.3'; 'merge.bridge' -> 'merge'."""
+    return name.rpartition('.')[0]
+
+
+def _record_hook(store: Dict[str, torch.Tensor], key: str, module: nn.Module, args: Tuple, kwargs: Dict) -> None:
+    """Forward pre-hook: recompute the bridge's explicit attention from its inputs and keep it as a map."""
+    inputs = dict(zip(('x', 'tokens'), args), **kwargs)
+    x = inputs['x']
+    store[key] = module.attention(x, inputs['tokens']).unflatten(-1, x.shape[-2:])
+
+
+@contextmanager
+def record_attention(model: nn.Module) -> Iterator[TokenAttention]:
+    """Record the bridges' attention maps of every forward pass run inside the `with` block.
+
+    Works on any module holding Mobile-Former bridges (a classifier, a `features_only` model, a detection
+    backbone). The maps are computed under the caller's grad mode; a bridge called twice in one pass (e.g.
+    gradient checkpointing's recompute) keeps its last call. Hooks are removed on exit, even on error.
+
+        with record_attention(model) as attn:
+            logits = model(images)
+        attn.mobile_to_former['blocks.3']  # (B, heads, M, H, W)
+    """
+    maps = TokenAttention()
+    handles = []
+    for name, module in model.named_modules():
+        if isinstance(module, MobileToFormer):
+            store = maps.mobile_to_former
+        elif isinstance(module, FormerToMobile):
+            store = maps.former_to_mobile
+        else:
+            continue
+        handles.append(module.register_forward_pre_hook(partial(_record_hook, store, _owner(name)), with_kwargs=True))
+    if not handles:
+        raise ValueError(f'{type(model).__name__} holds no Mobile-Former bridges; nothing to record.')
+    try:
+        yield maps
+    finally:
+        for handle in handles:
+            handle.remove()
+
+
+def token_attention(model: nn.Module, x: torch.Tensor) -> Tuple[Any, TokenAttention]:
+    """Run `model(x)` once and return its output together with every bridge's attention maps."""
+    with record_attention(model) as maps:
+        out = model(x)
+    return out, maps
+
+
+def default_blocks(model: MobileFormer) -> List[str]:
+    """The last Mobile-Former block of each stride and the final bridge: one row per resolution."""
+    last_blocks = [end - 1 for end in model.stage_ends if end > 0]
+    return [f'blocks.{i}' for i in last_blocks if isinstance(model.blocks[i], MobileFormerBlock)] + [MERGE]
+
+
+@dataclass(frozen=True)
+class GridLayout:
+    """Pixel geometry of the attention grid; `size` gives the canvas for a number of rows and columns."""
+    cell: int = 128
+    gap: int = 4
+    label_h: int = 16
+    row_label_w: int = 76
+    title_lines: int = 3
+    line_h: int = 16
+
+    @property
+    def title_h(self) -> int:
+        return self.title_lines * self.line_h + self.gap
+
+    def size(self, rows: int, cols: int) -> Tuple[int, int]:
+        width = self.row_label_w + cols * (self.cell + self.gap)
+        height = self.title_h + rows * (self.label_h + self.cell + self.gap)
+        return width, height
+
+    def cell_origin(self, row: int, col: int) -> Tuple[int, int]:
+        """Top-left corner of a cell's label band; the map sits `label_h` below it."""
+        x = self.row_label_w + col * (self.cell + self.gap)
+        return x, self.title_h + row * (self.label_h + self.cell + self.gap)
+
+
+# jet-like colour ramp, dark blue (low) to dark red (high)
+_RAMP = np.array([[0, 0, 128], [0, 0, 255], [0, 255, 255], [255, 255, 0], [255, 0, 0], [128, 0, 0]], dtype=np.float32)
+
+
+def colorize(values: np.ndarray) -> np.ndarray:
+    """Map values in [0, 1] to RGB uint8 through the colour ramp."""
+    pos = np.linspace(0, 1, len(_RAMP))
+    rgb = [np.interp(values, pos, _RAMP[:, c]) for c in range(3)]
+    return np.stack(rgb, axis=-1).astype(np.uint8)
+
+
+def overlay(image: Image.Image, attn: torch.Tensor, alpha: float = 0.5) -> Image.Image:
+    """Upsample one (H, W) map to the image, scale it to its own [min, max] and blend it over the image."""
+    up = F.interpolate(attn[None, None].float(), size=image.size[::-1], mode='bilinear', align_corners=False)[0, 0]
+    up = (up - up.min()) / (up.max() - up.min()).clamp_min(1e-12)
+    heat = Image.fromarray(colorize(up.cpu().numpy()))
+    return Image.blend(image.convert('RGB'), heat, alpha)
+
+
+def _font(size: int) -> ImageFont.ImageFont:
+    return ImageFont.load_default(size=size)
+
+
+def _wrap(text: str, font: ImageFont.ImageFont, width: int, max_lines: int) -> List[str]:
+    """Greedy word wrap to a pixel width; the last allowed line is cut with an ellipsis if needed."""
+    chars = max(8, int(width / max(font.getlength('x'), 1)))
+    lines = []
+    for paragraph in text.split('\n'):
+        lines += textwrap.wrap(paragraph, chars) or ['']
+    if len(lines) > max_lines:
+        lines = lines[:max_lines]
+        lines[-1] = lines[-1][:max(chars - 3, 1)].rstrip() + '...'
+    return lines
+
+
+def _row_name(key: str) -> str:
+    return 'merge' if key == MERGE else f'block {key.rpartition(".")[2]}'
+
+
+def render_attention_grid(
+        image: Image.Image,
+        maps: Dict[str, torch.Tensor],
+        rows: Sequence[str],
+        title: str,
+        uniform_over: str = 'pixels',
+        per_head: bool = False,
+        layout: GridLayout = GridLayout(),
+) -> Image.Image:
+    """One row per key in `rows`, one column per token (per token and head with `per_head`).
+
+    `maps[key]` is (heads, M, H, W) for one image. Each cell is scaled to its own range; its corner shows
+    the peak as a multiple of the uniform value (1/(H*W) over 'pixels', 1/M over 'tokens'), so that a flat
+    map is told apart from a peaked one.
+    """
+    num_heads, num_tokens = maps[rows[0]].shape[:2]
+    cols = num_tokens * num_heads if per_head else num_tokens
+    canvas = Image.new('RGB', layout.size(len(rows), cols), 'white')
+    draw = ImageDraw.Draw(canvas)
+    font = _font(layout.line_h - 4)
+    for i, line in enumerate(_wrap(title, font, canvas.width - 2 * layout.gap, layout.title_lines)):
+        draw.text((layout.gap, layout.gap + i * layout.line_h), line, fill='black', font=font)
+    base = image.convert('RGB').resize((layout.cell, layout.cell), Image.BILINEAR)
+    for r, key in enumerate(rows):
+        attn = maps[key].float()
+        height, width = attn.shape[-2:]
+        cells = attn.permute(1, 0, 2, 3).reshape(cols, height, width) if per_head else attn.mean(0)
+        uniform = height * width if uniform_over == 'pixels' else num_tokens
+        _, y = layout.cell_origin(r, 0)
+        draw.text((layout.gap, y + layout.label_h + layout.cell // 2 - 16),
+                  f'{_row_name(key)}\n{height}x{width} map', fill='black', font=font)
+        for c in range(cols):
+            x, y = layout.cell_origin(r, c)
+            token, head = divmod(c, num_heads) if per_head else (c, None)
+            label = f'{_row_name(key)} · ' + (f't{token} · h{head}' if per_head else f'token {token}')
+            draw.text((x, y + 1), label, fill='black', font=font)
+            canvas.paste(overlay(base, cells[c]), (x, y + layout.label_h))
+            peak = f'peak {cells[c].max().item() * uniform:.2f}x'
+            draw.text((x + 3, y + layout.label_h + layout.cell - layout.line_h), peak, fill='white', font=font,
+                      stroke_width=2, stroke_fill='black')
+    return canvas
+
+
+def load_model(variant: str, checkpoint: Optional[str] = None, random_init: bool = False) -> Tuple[nn.Module, str]:
+    """The classifier in eval mode and a note on its weights: a local file, else the Hub, else random init.
+
+    Unreachable Hub weights fall back to random init with a warning, since the picture is still worth drawing;
+    the returned note says so, for the title.
+    """
+    if checkpoint:
+        model = timm.create_model(variant, pretrained=True, pretrained_cfg_overlay=dict(file=checkpoint))
+        return model.eval(), f'weights: {checkpoint}'
+    random_note = 'RANDOM INIT, no trained weights: the maps show the untrained network, not learnt semantics'
+    cfg = timm.models.get_pretrained_cfg(variant)
+    if not random_init and cfg is not None and (cfg.hf_hub_id or cfg.url):
+        try:
+            return timm.create_model(variant, pretrained=True).eval(), f'weights: {cfg.hf_hub_id or cfg.url}'
+        except WeightsUnreachableError as err:
+            print(f'warning: {err}\nDrawing with random weights instead.', file=sys.stderr)
+            random_note = f'Hub weights unreachable, so {random_note}'
+    return timm.create_model(variant).eval(), random_note
+
+
+def prepare_image(model: nn.Module, path: str) -> Tuple[torch.Tensor, Image.Image]:
+    """The model's eval input for an image file, and that same crop as a picture (mean/std undone)."""
+    config = resolve_data_config(model=model)
+    x = create_transform(**config)(Image.open(path).convert('RGB')).unsqueeze(0)
+    mean = torch.tensor(config['mean']).view(3, 1, 1)
+    std = torch.tensor(config['std']).view(3, 1, 1)
+    pixels = ((x[0] * std + mean).clamp(0, 1) * 255).round().byte().permute(1, 2, 0).numpy()
+    return x, Image.fromarray(pixels)
+
+
+def parse_blocks(requested: Sequence[str], model: MobileFormer, available: Sequence[str]) -> List[str]:
+    """Turn `--blocks` (block indices, 'merge' or 'all') into map keys, failing with the valid choices."""
+    if not requested:
+        return [k for k in default_blocks(model) if k in available]
+    if list(requested) == ['all']:
+        return list(available)
+    keys = [MERGE if b == MERGE else f'blocks.{b}' for b in requested]
+    unknown = [k for k in keys if k not in available]
+    if unknown:
+        choices = ', '.join(k.rpartition('.')[2] for k in available)
+        raise SystemExit(f'no bridge at {", ".join(unknown)}; choose from: {choices}, or all')
+    return keys
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument('image', metavar='IMAGE', help='image file to look at')
+    parser.add_argument('--model', default='mobileformer_294m', help='variant, e.g. 294m or mobileformer_52m')
+    parser.add_argument('--checkpoint', metavar='FILE', help="local weights: the authors' or a converted file")
+    parser.add_argument('--random-init', action='store_true',
+                        help='skip the Hub and draw the untrained network (the default when no weights are reachable)')
+    parser.add_argument('--blocks', nargs='+', metavar='B',
+                        help="block indices, 'merge' (the bridge before the head) or 'all' "
+                             '(default: the last block of each stride, then merge)')
+    parser.add_argument('--bridge', choices=('m2f', 'f2m'), default='m2f',
+                        help='m2f: each token over the pixels (default); f2m: each pixel over the tokens')
+    parser.add_argument('--per-head', action='store_true', help='one column per token and head (default: mean)')
+    parser.add_argument('--cell-size', type=int, default=128, help='pixels per grid cell')
+    parser.add_argument('--out', required=True, metavar='FILE.png', help='where to write the grid')
+
+
+def run(args: argparse.Namespace) -> int:
+    variant = args.model if args.model.startswith('mobileformer_') else f'mobileformer_{args.model}'
+    if variant.partition('.')[0] not in model_cfgs:
+        raise SystemExit(f'unknown variant {variant}; choose from {", ".join(model_cfgs)}')
+    model, source = load_model(variant, args.checkpoint, args.random_init)
+    x, picture = prepare_image(model, args.image)
+    with torch.inference_mode():
+        logits, attn = token_attention(model, x)
+    maps = attn.mobile_to_former if args.bridge == 'm2f' else attn.former_to_mobile
+    rows = parse_blocks(args.blocks, model, list(maps))
+    prob, idx = logits.softmax(-1)[0].max(0)
+    top1 = ImageNetInfo().index_to_description(idx.item())
+    direction = 'Mobile->Former: each token over the pixels' if args.bridge == 'm2f' else \
+        'Former->Mobile: each pixel over the tokens'
+    heads = 'per head' if args.per_head else 'heads averaged'
+    title = (f'{variant}: top-1 {top1} ({prob.item():.1%})\n'
+             f'{direction}, {heads}; {source}')
+    grid = render_attention_grid(
+        picture, {k: v[0] for k, v in maps.items()}, rows, title,
+        uniform_over='pixels' if args.bridge == 'm2f' else 'tokens', per_head=args.per_head,
+        layout=GridLayout(cell=args.cell_size))
+    grid.quantize(256).save(args.out, optimize=True)  # a palette keeps the PNG small
+    print(f'wrote {args.out} ({grid.width}x{grid.height} px, rows: {", ".join(map(_row_name, rows))})')
+    print(title)
+    return 0

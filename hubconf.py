@@ -4,6 +4,8 @@
 
 Every entrypoint takes timm's create_model keyword arguments (pretrained, num_classes, in_chans, drop_rate,
 drop_path_rate, features_only, ...). Loading this file also registers the models with timm.
+pretrained=True loads the ImageNet-1k weights from the Hugging Face Hub exactly as timm.create_model does
+(see RELEASING.md for their status).
 """
 dependencies = ['torch', 'timm', 'huggingface_hub', 'safetensors']
 

@@ -10,6 +10,9 @@ from typing import List, Optional
 
 SUBCOMMAND_MODULES = (
     'timm_mobileformer.info',
+    'timm_mobileformer.convert',
+    'timm_mobileformer.predict',
+    'timm_mobileformer.attention',
 )
 
 

@@ -1,0 +1,349 @@
+"""`timm-mobileformer convert`: an authors' checkpoint in, a Hub-ready folder out.
+
+The folder holds `model.safetensors`, the `config.json` timm's `save_for_hf` writes (so `hf-hub:` and
+`local-dir:` load it) and a `README.md` model card. The authors' files are pickles: they are only ever read
+with `torch.load(weights_only=True)`. Every bad input ends in a `ConvertError` whose one-line message says
+what to do; the command prints it and exits non-zero.
+"""
+import argparse
+import pickle
+import re
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any, Callable, Dict, Optional, Union
+
+import safetensors.torch
+import torch
+from huggingface_hub import HfApi
+from huggingface_hub.errors import HFValidationError
+from huggingface_hub.utils import validate_repo_id
+
+import timm
+from timm.models import save_for_hf
+from timm.models._hub import generate_readme
+
+from . import __version__
+from .hub import AUTHORS_CHECKPOINT_URLS, WEIGHTS_FILENAME, WEIGHTS_LICENSE, authors_filename, hub_id
+from .info import count_madds, count_params
+from .mobileformer import MobileFormer, checkpoint_filter_fn, model_cfgs, paper_results
+
+COMMAND = 'convert'
+HELP = "Convert an authors' Mobile-Former checkpoint into a Hub-ready folder (safetensors, config, model card)."
+
+VARIANTS = tuple(model_cfgs)
+PathLike = Union[str, Path]
+Log = Callable[[str], None]
+_BLOCKED_GLOBAL = re.compile(r'GLOBAL ([\w.]+)')
+
+CITATION = """@inproceedings{chen2022mobileformer,
+  title={Mobile-Former: Bridging MobileNet and Transformer},
+  author={Chen, Yinpeng and Dai, Xiyang and Chen, Dongdong and Liu, Mengchen and Dong, Xiaoyi and Yuan, Lu and Liu, Zicheng},
+  booktitle={Proceedings of the IEEE/CVF Conference on Computer Vision and Pattern Recognition (CVPR)},
+  year={2022}
+}"""
+
+
+class ConvertError(ValueError):
+    """A bad input or a failed step, said in one line that tells the user what to do."""
+
+
+def _quiet(message: str) -> None:
+    """The default progress sink: library calls stay silent, the CLI passes print."""
+
+
+def resolve_variant(name: str) -> str:
+    """'294m' or 'mobileformer_294m' → 'mobileformer_294m'; anything else is a ConvertError listing the choices."""
+    variant = name if name.startswith('mobileformer_') else f'mobileformer_{name}'
+    if variant not in model_cfgs:
+        raise ConvertError(f"unknown variant {name}: choose one of {', '.join(VARIANTS)}")
+    return variant
+
+
+def read_checkpoint(path: PathLike) -> Dict[str, Any]:
+    """The contents of a local checkpoint: a `.safetensors` file, or a torch pickle read with weights_only=True.
+
+    Training checkpoints often carry their argparse arguments; `argparse.Namespace` is allowed (as timm
+    does), nothing else beyond what weights_only permits.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise ConvertError(f'{path}: no such file: check the path')
+    try:
+        if path.suffix == '.safetensors':
+            checkpoint = safetensors.torch.load_file(str(path), device='cpu')
+        else:
+            with torch.serialization.safe_globals([argparse.Namespace]):
+                checkpoint = torch.load(path, map_location='cpu', weights_only=True)
+    except pickle.UnpicklingError as err:
+        blocked = _BLOCKED_GLOBAL.findall(str(err))  # torch names the first global it refused
+        if blocked:
+            raise ConvertError(_unsafe_pickle_message(path, blocked[0])) from err
+        raise ConvertError(_corrupt_message(path, err)) from err
+    except Exception as err:  # torch and safetensors report damage with many exception types
+        raise ConvertError(_corrupt_message(path, err)) from err
+    if not isinstance(checkpoint, dict) or not any(torch.is_tensor(v) or isinstance(v, dict)
+                                                   for v in checkpoint.values()):
+        raise ConvertError(f'{path}: holds a {type(checkpoint).__name__}, not a state dict: '
+                           f"pass the authors' mobile-former-<v>.pth.tar or a converted model.safetensors")
+    return checkpoint
+
+
+def _unsafe_pickle_message(path: Path, blocked: str) -> str:
+    return (f'{path}: refused: it needs {blocked} to load, and checkpoints are only read with '
+            f'torch.load(weights_only=True) because a pickle can run code. If you trust the file, save its '
+            f"state dict alone (torch.save(torch.load('{path.name}', weights_only=False)['state_dict'], "
+            f"'clean.pth')) and use that")
+
+
+def _corrupt_message(path: Path, err: BaseException) -> str:
+    lines = str(err).strip().splitlines()
+    detail = lines[0].split('. ')[0][:120] if lines else ''  # the first sentence says enough
+    reason = f'{type(err).__name__}: {detail}' if detail else type(err).__name__
+    return f'{path}: not a readable checkpoint ({reason}): the file is truncated or corrupt; download it again'
+
+
+def detect_variant(checkpoint: Dict[str, Any], path: PathLike = 'checkpoint') -> str:
+    """The variant whose tensors the checkpoint fills exactly (shapes checked on meta models, no memory)."""
+    for variant in VARIANTS:
+        try:
+            checkpoint_filter_fn(checkpoint, timm.create_model(variant, device='meta'))
+        except ValueError:
+            continue
+        return variant
+    raise ConvertError(f'{path}: its tensors fit no Mobile-Former variant: pass an authors\' mobile-former-<v>.pth.tar '
+                       f'(or name the variant with --variant to see what differs)')
+
+
+def model_from_checkpoint(checkpoint: Dict[str, Any], variant: str, path: PathLike = 'checkpoint') -> MobileFormer:
+    """A `variant` model holding the checkpoint's weights (authors' or converted keys), in eval mode."""
+    model = timm.create_model(variant)
+    try:
+        state_dict = checkpoint_filter_fn(checkpoint, model)
+    except ValueError as err:
+        raise ConvertError(f'{path}: {err}') from err
+    expected = model.state_dict()
+    for key, value in state_dict.items():
+        if key in expected and value.shape != expected[key].shape:
+            raise ConvertError(
+                f'{path}: {key} has shape {tuple(value.shape)}, an ImageNet-1k RGB {variant} has '
+                f"{tuple(expected[key].shape)}: convert takes the authors' ImageNet-1k checkpoints only")
+    model.load_state_dict(state_dict)
+    return model.eval()
+
+
+def load_checkpoint_model(path: PathLike, variant: Optional[str] = None, log: Log = _quiet) -> MobileFormer:
+    """Read a local authors' or converted checkpoint and build its model (variant detected unless given)."""
+    variant = resolve_variant(variant) if variant else None  # a typo fails before a long read
+    log(f'reading {path} (torch.load weights_only=True)')
+    checkpoint = read_checkpoint(path)
+    variant = variant or detect_variant(checkpoint, path)
+    log(f'variant: {variant}')
+    return model_from_checkpoint(checkpoint, variant, path)
+
+
+def model_card(model: MobileFormer, repo_id: Optional[str] = None) -> str:
+    """The README.md of a variant's Hub repo, in timm's model-card layout."""
+    variant = model.pretrained_cfg['architecture']
+    repo_id = repo_id or hub_id(variant)
+    params_m, madds_m, top1 = paper_results[variant]
+    size = model.pretrained_cfg['input_size'][-1]
+    card = dict(
+        tags=['image-classification', 'timm', 'mobileformer'],
+        license=WEIGHTS_LICENSE,
+        description=(
+            'A Mobile-Former image classifier: a MobileNet branch on the image and a small Transformer on a few '
+            'global tokens run in parallel, joined by two light cross-attention bridges. Trained on ImageNet-1k '
+            "by the paper's authors; these are their weights, converted to timm's format (safetensors) by "
+            f'timm-mobileformer {__version__}.'
+        ),
+        details={
+            'Model Type': 'Image classification / feature backbone',
+            'Model Stats': {
+                'Params (M)': f'{count_params(model) / 1e6:.2f} (paper: {params_m})',
+                'MAdds (M)': f'{count_madds(model) / 1e6:.1f} (paper: {madds_m})',
+                'Image size': f'{size} x {size}',
+            },
+            'ImageNet-1k top-1 (paper, not re-measured here)': f'{top1}%',
+            'Papers': {'Mobile-Former: Bridging MobileNet and Transformer': 'https://arxiv.org/abs/2108.05895'},
+            'Original': 'https://github.com/AAboys/MobileFormer',
+            'Weights': f"the authors' {authors_filename(variant)} ({AUTHORS_CHECKPOINT_URLS[variant]})",
+            'Dataset': 'ImageNet-1k',
+            'License': 'none given by the authors (see License below)',
+        },
+        usage=_usage(model, repo_id),
+        citation=CITATION,
+    )
+    return generate_readme(card, repo_id.split('/')[-1]) + _LICENSE_SECTION
+
+
+def _usage(model: MobileFormer, repo_id: str) -> str:
+    """Classification, feature maps and embeddings, with this variant's real shapes."""
+    size = model.pretrained_cfg['input_size'][-1]
+    feature_shapes = ', '.join(
+        f"(1, {f['num_chs']}, {size // f['reduction']}, {size // f['reduction']})" for f in model.feature_info)
+    pool = model.pretrained_cfg['pool_size']
+    return f"""Install `timm-mobileformer` (it registers the models with timm), then:
+
+### Image Classification
+```python
+from urllib.request import urlopen
+from PIL import Image
+import timm
+import timm_mobileformer  # noqa: F401  (registers Mobile-Former)
+import torch
+
+img = Image.open(urlopen(
+    'https://huggingface.co/datasets/huggingface/documentation-images/resolve/main/beignets-task-guide.png'))
+model = timm.create_model('hf-hub:{repo_id}', pretrained=True).eval()
+config = timm.data.resolve_model_data_config(model)  # resize, crop, interpolation, mean/std of these weights
+transform = timm.data.create_transform(**config, is_training=False)
+with torch.no_grad():
+    probs = model(transform(img).unsqueeze(0)).softmax(dim=-1)
+top5_probs, top5_classes = probs.topk(5)
+```
+
+### Feature Map Extraction
+```python
+model = timm.create_model('hf-hub:{repo_id}', pretrained=True, features_only=True).eval()
+features = model(transform(img).unsqueeze(0))
+# strides 2, 4, 8, 16, 32: {feature_shapes}
+```
+
+### Image Embeddings
+```python
+model = timm.create_model('hf-hub:{repo_id}', pretrained=True, num_classes=0).eval()
+embedding = model(transform(img).unsqueeze(0))  # (1, {model.head_hidden_size}) pooled pre-logits
+# or unpooled: model.forward_features(x) -> (1, {model.num_features}, {pool[0]}, {pool[1]}),
+# then model.forward_head(features, pre_logits=True) -> (1, {model.head_hidden_size})
+```
+"""
+
+
+_LICENSE_SECTION = """
+## License
+The Mobile-Former authors released these weights without a license: their repository
+(https://github.com/AAboys/MobileFormer) has no LICENSE file and the Google Drive downloads state no terms.
+Without a license all rights stay with the authors, and this copy grants none. The timm-mobileformer code is
+Apache-2.0; that license does not cover these weights. The project publishes them only with the authors'
+permission (see RELEASING.md in the timm-mobileformer repository).
+"""
+
+
+def verify_folder(model: MobileFormer, folder: Path) -> float:
+    """Reload the folder the way users will (`local-dir:`) and compare logits with `model` on a test batch.
+
+    Returns the largest absolute logit difference; a ConvertError if the two disagree or are not finite.
+    """
+    reloaded = timm.create_model(f'local-dir:{folder}', pretrained=True).eval()
+    x = torch.randn(2, *model.pretrained_cfg['input_size'], generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        expected, converted = model.eval()(x), reloaded(x)
+    if not bool(torch.isfinite(expected).all()):
+        raise ConvertError('the checkpoint gives non-finite logits (NaN or inf weights): the file is damaged; '
+                           'download it again')
+    diff = float((converted - expected).abs().max())
+    if diff > 1e-5 * float(expected.abs().max()):
+        raise ConvertError(f'the converted weights do not reproduce the checkpoint\'s logits (max difference '
+                           f'{diff:.3g}): this is a timm-mobileformer bug, please report it')
+    return diff
+
+
+def write_folder(model: MobileFormer, folder: Path, repo_id: Optional[str] = None) -> None:
+    """model.safetensors + config.json (timm's save_for_hf, safetensors only) + README.md."""
+    # pin the weights file, so `hf-hub:` loads safetensors and never falls back to a pickle
+    save_for_hf(model, folder, safe_serialization=True,
+                model_config=dict(pretrained_cfg=dict(hf_hub_filename=WEIGHTS_FILENAME)))
+    (folder / 'README.md').write_text(model_card(model, repo_id), encoding='utf-8')
+
+
+def _make_readable(folder: Path) -> None:
+    """mkdtemp's folder is private; the result is meant to be shared (a Hub upload, a common cache)."""
+    folder.chmod(0o755)
+    for path in folder.iterdir():
+        path.chmod(0o644)
+
+
+def _check_out(out: Path) -> None:
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise ConvertError(f'{out} already exists and is not an empty folder: choose a new --out or remove it')
+
+
+def convert(
+        checkpoint: PathLike,
+        out: PathLike,
+        variant: Optional[str] = None,
+        repo_id: Optional[str] = None,
+        log: Log = _quiet,
+) -> Path:
+    """Convert an authors' checkpoint into the Hub-ready folder `out` and return it.
+
+    The folder is written under a temporary name next to `out`, checked by reloading it, and only then
+    renamed to `out`: a failed run leaves nothing behind. repo_id is the Hub repo the card's usage names.
+    """
+    out = Path(out)
+    _check_out(out)
+    model = load_checkpoint_model(checkpoint, variant, log)
+    log(f'converted {len(model.state_dict())} tensors to timm names')
+    out.parent.mkdir(parents=True, exist_ok=True)
+    stage = Path(tempfile.mkdtemp(prefix=f'.{out.name}.', dir=out.parent))
+    try:
+        log(f'writing {WEIGHTS_FILENAME}, config.json, README.md')
+        write_folder(model, stage, repo_id)
+        _make_readable(stage)
+        diff = verify_folder(model, stage)
+        log(f'checked: reloaded weights give the checkpoint\'s logits on a test batch (max difference {diff:.1e})')
+        if out.exists():
+            out.rmdir()
+        stage.rename(out)
+    finally:
+        shutil.rmtree(stage, ignore_errors=True)
+    log(f'wrote {out}')
+    return out
+
+
+def check_repo_id(repo_id: str) -> str:
+    """A well-formed Hub repo id, checked before any work is done."""
+    try:
+        validate_repo_id(repo_id)
+    except HFValidationError as err:
+        raise ConvertError(f'{repo_id} is not a Hub repo id: use org/name, e.g. {hub_id("mobileformer_294m")}') from err
+    return repo_id
+
+
+def push_folder(folder: PathLike, repo_id: str, log: Log = _quiet) -> str:
+    """Upload a converted folder to the Hub repo `repo_id` (created if needed); return the commit URL.
+
+    The token comes from the usual places (HF_TOKEN, `hf auth login`).
+    """
+    log(f'uploading {folder} to {repo_id}')
+    api = HfApi()
+    try:
+        api.create_repo(repo_id, exist_ok=True)
+        commit = api.upload_folder(repo_id=repo_id, folder_path=str(folder),
+                                   commit_message="Add Mobile-Former weights converted from the authors' checkpoint")
+    except OSError as err:  # HTTP, connection, offline and missing-token errors are all OSErrors
+        raise ConvertError(f'upload to {repo_id} failed ({type(err).__name__}); the folder {folder} is complete: '
+                           f'log in (hf auth login, or set HF_TOKEN) and upload it with: hf upload {repo_id} {folder}'
+                           ) from err
+    log(f'uploaded: {commit.commit_url}')
+    return commit.commit_url
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument('checkpoint', metavar='CHECKPOINT', help="the authors' mobile-former-<v>.pth.tar")
+    parser.add_argument('--out', required=True, metavar='DIR', help='folder to create (must not exist, or be empty)')
+    parser.add_argument('--variant', help='e.g. 294m or mobileformer_294m (default: detected from the tensors)')
+    parser.add_argument('--push-to-hub', metavar='REPO', help='upload the folder to this Hub repo, e.g. '
+                        f"{hub_id('mobileformer_294m')} (read RELEASING.md first)")
+
+
+def run(args: argparse.Namespace) -> int:
+    try:
+        repo_id = check_repo_id(args.push_to_hub) if args.push_to_hub else None
+        out = convert(args.checkpoint, args.out, args.variant, repo_id=repo_id, log=print)
+        if repo_id:
+            push_folder(out, repo_id, log=print)
+    except ConvertError as err:
+        raise SystemExit(f'error: {err}')
+    return 0

@@ -1,0 +1,330 @@
+"""`timm-mobileformer bench`: throughput of Mobile-Former variants next to timm peers, in one process.
+
+Each (mode, batch size) cell builds every model in that mode and times them in rounds, rotating their
+order each round, so that the drift of a shared machine falls on all of them alike. A round times each
+model for a few calls and keeps the median call; a model's img/s is the median over rounds, and its ratio
+to a peer is the median of the per-round ratios (their min..max is printed as the spread). The ratio per
+MAdd weighs throughput by work: (img/s x MAdds of the model) / (img/s x MAdds of the peer).
+
+Modes: `eager` (NCHW, eval), `channels_last`, `compile` (torch.compile, inductor), `fused` (the inference
+form: `model.fuse()` for Mobile-Former, timm's `reparameterize_model` for the peers) and `train` (one SGD
+step: forward, cross-entropy, backward, update; batch sizes of at least 2, BatchNorm needs them).
+"""
+import argparse
+import json
+import math
+import os
+import platform
+import statistics
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+import timm
+from timm.utils import reparameterize_model
+
+from .info import count_madds
+from .mobileformer import model_cfgs, paper_results
+
+COMMAND = 'bench'
+HELP = 'Time Mobile-Former variants next to timm peers (img/s, ratios per MAdd); write JSON and a PNG chart.'
+
+MODES = ('eager', 'channels_last', 'compile', 'fused', 'train')
+DEFAULT_MODES = ('eager', 'channels_last', 'fused', 'train')
+DEFAULT_PEERS = ('mobilenetv3_large_100', 'efficientnet_b0')
+# ImageNet-1k top-1 (%) in each peer's paper (MobileNetV3 arXiv:1905.02244, EfficientNet arXiv:1905.11946)
+PEER_PAPER_TOP1 = {'mobilenetv3_large_100': 75.2, 'efficientnet_b0': 77.1}
+
+
+@dataclass
+class Cell:
+    """The measurements of one (mode, batch size): per model, img/s of each round."""
+    mode: str
+    batch_size: int
+    calls_per_round: Dict[str, int] = field(default_factory=dict)
+    rounds: Dict[str, List[float]] = field(default_factory=dict)
+
+    def ips(self, name: str) -> float:
+        return statistics.median(self.rounds[name])
+
+    def ratio(self, name: str, peer: str) -> Tuple[float, float, float]:
+        """Median, min and max over rounds of img/s of `name` over img/s of `peer` in the same round."""
+        pairs = [a / b for a, b in zip(self.rounds[name], self.rounds[peer])]
+        return statistics.median(pairs), min(pairs), max(pairs)
+
+
+def variant_name(name: str) -> str:
+    return name if name.startswith('mobileformer_') else f'mobileformer_{name}'
+
+
+def build(name: str, mode: str) -> nn.Module:
+    """A fresh model (random init; speed does not depend on the weights) in the form that `mode` times."""
+    model = timm.create_model(name)
+    if mode == 'train':
+        return model.train()
+    model.eval()
+    if mode == 'channels_last':
+        return model.to(memory_format=torch.channels_last)
+    if mode == 'compile':
+        return torch.compile(model)
+    if mode == 'fused':
+        return model.fuse() if name in model_cfgs else reparameterize_model(model, inplace=True)
+    return model
+
+
+def make_call(model: nn.Module, mode: str, batch_size: int, img_size: int) -> Callable[[], None]:
+    """What one timed call runs: a forward pass, or for `train` a whole SGD step."""
+    x = torch.randn(batch_size, 3, img_size, img_size)
+    if mode == 'channels_last':
+        x = x.contiguous(memory_format=torch.channels_last)
+    if mode != 'train':
+        return lambda: model(x)
+    target = torch.randint(0, 1000, (batch_size,))
+    optimizer = torch.optim.SGD(model.parameters(), lr=1e-4, momentum=0.9)
+
+    def step() -> None:
+        optimizer.zero_grad(set_to_none=True)
+        F.cross_entropy(model(x), target).backward()
+        optimizer.step()
+    return step
+
+
+def time_calls(call: Callable[[], None], n: int) -> List[float]:
+    times = []
+    for _ in range(n):
+        start = time.perf_counter()
+        call()
+        times.append(time.perf_counter() - start)
+    return times
+
+
+def run_cell(
+        names: Sequence[str],
+        mode: str,
+        batch_size: int,
+        rounds: int,
+        round_time: float,
+        img_size: int,
+        log: Callable[[str], None],
+) -> Cell:
+    """Build every model in `mode`, warm it up, then time all of them alternately for `rounds` rounds."""
+    cell = Cell(mode, batch_size)
+    grad = torch.enable_grad() if mode == 'train' else torch.inference_mode()
+    with grad:
+        calls = {}
+        for name in names:
+            t0 = time.perf_counter()
+            call = make_call(build(name, mode), mode, batch_size, img_size)
+            call()  # compiles under `compile`
+            warm = min(time_calls(call, 2))
+            calls[name] = call
+            cell.calls_per_round[name] = max(3, math.ceil(round_time / warm))
+            cell.rounds[name] = []
+            log(f'  {name}: ready in {time.perf_counter() - t0:.1f} s, {batch_size / warm:.1f} img/s warm')
+        for r in range(rounds):
+            order = list(names[r % len(names):]) + list(names[:r % len(names)])
+            for name in order:
+                t = statistics.median(time_calls(calls[name], cell.calls_per_round[name]))
+                cell.rounds[name].append(batch_size / t)
+            log(f'  round {r + 1}/{rounds}: ' + '  '.join(f'{n} {cell.rounds[n][-1]:.1f}' for n in names))
+    return cell
+
+
+class ForeignLoad:
+    """CPU time that other processes used while we ran, as a share of the machine (Linux /proc/stat)."""
+
+    def __init__(self) -> None:
+        self.start = self._sample()
+
+    @staticmethod
+    def _sample() -> Optional[Tuple[float, float, float]]:
+        try:
+            with open('/proc/stat') as f:
+                fields = [int(v) for v in f.readline().split()[1:]]
+        except OSError:
+            return None
+        hz = os.sysconf('SC_CLK_TCK')
+        busy = (sum(fields[:8]) - fields[3] - fields[4]) / hz  # all but idle and iowait
+        own = sum(os.times()[:4])
+        return busy, own, time.monotonic()
+
+    def share(self) -> Optional[float]:
+        end = self._sample()
+        if self.start is None or end is None:
+            return None
+        busy, own, wall = (e - s for e, s in zip(end, self.start))
+        return max(0., busy - own) / (wall * (os.cpu_count() or 1))
+
+
+def machine() -> Dict[str, object]:
+    cpu = platform.processor()
+    try:
+        with open('/proc/cpuinfo') as f:
+            cpu = next((line.split(':', 1)[1].strip() for line in f if line.startswith('model name')), cpu)
+    except OSError:
+        pass
+    return dict(
+        cpu=cpu, logical_cpus=os.cpu_count(), torch_threads=torch.get_num_threads(), python=platform.python_version(),
+        torch=torch.__version__, timm=timm.__version__, platform=platform.platform(),
+        loadavg_start=os.getloadavg() if hasattr(os, 'getloadavg') else None,
+    )
+
+
+def summarize(cells: List[Cell], variants: Sequence[str], peers: Sequence[str], madds: Dict[str, int]) -> List[dict]:
+    """One row per (mode, batch size, model): img/s and, for Mobile-Former, ratios to every peer."""
+    rows = []
+    for cell in cells:
+        for name in list(variants) + list(peers):
+            row = dict(mode=cell.mode, batch_size=cell.batch_size, model=name, img_s=cell.ips(name),
+                       madds=madds[name])
+            if name in variants:
+                for peer in peers:
+                    ratio, lo, hi = cell.ratio(name, peer)
+                    row[f'ratio_{peer}'] = ratio
+                    row[f'spread_{peer}'] = (lo, hi)
+                    row[f'per_madd_{peer}'] = ratio * madds[name] / madds[peer]
+            rows.append(row)
+    return rows
+
+
+def format_table(rows: List[dict], peers: Sequence[str]) -> str:
+    header = ['mode', 'batch', 'model', 'img/s'] + [h for p in peers for h in (f'x {p}', f'per MAdd vs {p}')]
+    lines = [header]
+    for r in rows:
+        line = [r['mode'], str(r['batch_size']), r['model'], f"{r['img_s']:.1f}"]
+        for p in peers:
+            if f'ratio_{p}' in r:
+                lo, hi = r[f'spread_{p}']
+                line += [f"{r[f'ratio_{p}']:.2f} ({lo:.2f}-{hi:.2f})", f"{r[f'per_madd_{p}']:.2f}"]
+            else:
+                line += ['', '']
+        lines.append(line)
+    widths = [max(len(line[i]) for line in lines) for i in range(len(header))]
+    out = ['  '.join(c.ljust(w) for c, w in zip(line, widths)).rstrip() for line in lines]
+    out.insert(1, '  '.join('-' * w for w in widths))
+    return '\n'.join(out)
+
+
+def top1(name: str) -> Optional[float]:
+    if name in paper_results:
+        return paper_results[name][2]
+    return PEER_PAPER_TOP1.get(name)
+
+
+def _ticks(lo: float, hi: float, n: int = 5) -> List[float]:
+    """Round tick values covering [lo, hi], about n of them."""
+    step = 10 ** math.floor(math.log10((hi - lo) / n))
+    step *= next(m for m in (1, 2, 5, 10) if (hi - lo) / (step * m) <= n)
+    return [i * step for i in range(math.ceil(lo / step), math.floor(hi / step) + 1)]
+
+
+def draw_chart(rows: List[dict], top1: Callable[[str], Optional[float]], env: Dict[str, object], path: Path) -> None:
+    """Paper top-1 against img/s, one panel per batch size, in the manner of the paper's speed figures:
+    Mobile-Former variants joined by a line, peers as squares."""
+    from PIL import Image, ImageDraw, ImageFont
+
+    sizes = sorted({r['batch_size'] for r in rows})
+    pw, ph, left, right, top, bottom = 560, 430, 64, 24, 44, 56
+    image = Image.new('RGB', (pw * len(sizes), ph + 28), 'white')
+    draw = ImageDraw.Draw(image)
+    font = ImageFont.load_default(size=13)
+    accs = [top1(r['model']) for r in rows]
+    y_lo, y_hi = math.floor(min(accs)) - 1, math.ceil(max(accs)) + 1
+    for i, bs in enumerate(sizes):
+        panel = [r for r in rows if r['batch_size'] == bs]
+        x_hi = max(r['img_s'] for r in panel) * 1.15
+        x0, x1, y0, y1 = i * pw + left, (i + 1) * pw - right, top, ph - bottom
+
+        def at(ips: float, acc: float) -> Tuple[float, float]:
+            return x0 + (x1 - x0) * ips / x_hi, y1 - (y1 - y0) * (acc - y_lo) / (y_hi - y_lo)
+
+        draw.rectangle((x0, y0, x1, y1), outline='black')
+        for t in _ticks(0, x_hi):
+            x, _ = at(t, y_lo)
+            draw.line((x, y1, x, y1 + 4), fill='black')
+            draw.text((x, y1 + 6), f'{t:g}', fill='black', font=font, anchor='mt')
+        for t in _ticks(y_lo, y_hi):
+            _, y = at(0, t)
+            draw.line((x0 - 4, y, x0, y), fill='black')
+            draw.line((x0, y, x1, y), fill=(225, 225, 225))
+            draw.text((x0 - 6, y), f'{t:g}', fill='black', font=font, anchor='rm')
+        draw.text(((x0 + x1) / 2, y1 + 24), f'img/s, batch {bs} ({panel[0]["mode"]}, fp32)', fill='black',
+                  font=font, anchor='mt')
+        draw.text((x0, y0 - 8), 'ImageNet top-1 (%, paper)', fill='black', font=font, anchor='ls')
+        ours = sorted((r for r in panel if r['model'] in model_cfgs), key=lambda r: r['img_s'])
+        if len(ours) > 1:
+            draw.line([at(r['img_s'], top1(r['model'])) for r in ours], fill=(200, 40, 40), width=2)
+        for r in panel:
+            x, y = at(r['img_s'], top1(r['model']))
+            mine = r['model'] in model_cfgs
+            box = (x - 4, y - 4, x + 4, y + 4)
+            (draw.ellipse if mine else draw.rectangle)(box, fill=(200, 40, 40) if mine else (40, 90, 200))
+            label = r['model'].replace('mobileformer_', 'MF-') if mine else r['model']
+            draw.text((x + 7, y), label, fill='black', font=font, anchor='lm')
+    note = f"{env['cpu']}, {env['torch_threads']} threads, torch {env['torch']}"
+    draw.text((8, ph + 8), note, fill=(90, 90, 90), font=font)
+    image.save(path)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument('variants', nargs='*', metavar='VARIANT', default=['294m'],
+                        help='Mobile-Former variants, e.g. 294m 52m, or "all" (default: 294m)')
+    parser.add_argument('--peers', nargs='*', default=list(DEFAULT_PEERS), help='timm models to compare with')
+    parser.add_argument('--batch-sizes', nargs='+', type=int, default=[1, 32])
+    parser.add_argument('--modes', nargs='+', choices=MODES, default=list(DEFAULT_MODES),
+                        help=f'what to time (default: {" ".join(DEFAULT_MODES)}; compile costs minutes of compiling)')
+    parser.add_argument('--rounds', type=int, default=5, help='alternating rounds per cell')
+    parser.add_argument('--round-time', type=float, default=1.0, help='seconds per model per round (at least 3 calls)')
+    parser.add_argument('--img-size', type=int, default=224)
+    parser.add_argument('--threads', type=int, default=None, help='torch threads (default: torch\'s choice)')
+    parser.add_argument('--chart-mode', choices=MODES, default='fused', help='the mode the chart plots')
+    parser.add_argument('--out', type=Path, default=Path('bench-out'), help='folder for bench.json and bench.png')
+
+
+def run(args: argparse.Namespace) -> int:
+    variants = list(model_cfgs) if args.variants == ['all'] else [variant_name(v) for v in args.variants]
+    unknown = [v for v in variants if v not in model_cfgs]
+    if unknown:
+        raise SystemExit(f'unknown variant {", ".join(unknown)}; choose from {", ".join(model_cfgs)} or all')
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    names = variants + [p for p in args.peers if p not in variants]
+    cells_todo = [(m, b) for m in args.modes for b in args.batch_sizes if not (m == 'train' and b < 2)]
+    if not cells_todo:
+        raise SystemExit('nothing to time: train needs a batch size of at least 2')
+    env = machine()
+    print(f"{env['cpu']}, {env['logical_cpus']} logical CPUs, {env['torch_threads']} torch threads, "
+          f"torch {env['torch']}, timm {env['timm']}; load average {env['loadavg_start']}", flush=True)
+    madds = {}
+    for name in names:
+        madds[name] = count_madds(timm.create_model(name), (3, args.img_size, args.img_size))
+    print('MAdds (M): ' + ', '.join(f'{n} {madds[n] / 1e6:.1f}' for n in names), flush=True)
+
+    load = ForeignLoad()
+    cells = []
+    for i, (mode, batch_size) in enumerate(cells_todo):
+        print(f'[{i + 1}/{len(cells_todo)}] {mode}, batch {batch_size}', flush=True)
+        cells.append(run_cell(names, mode, batch_size, args.rounds, args.round_time, args.img_size,
+                              lambda s: print(s, flush=True)))
+    env['loadavg_end'] = os.getloadavg() if hasattr(os, 'getloadavg') else None
+    env['foreign_cpu_share'] = load.share()
+
+    rows = summarize(cells, variants, args.peers, madds)
+    print(format_table(rows, args.peers))
+    share = env['foreign_cpu_share']
+    if share is not None:
+        print(f'other processes used {share:.0%} of the CPUs during the run; load average {env["loadavg_end"]}')
+    args.out.mkdir(parents=True, exist_ok=True)
+    settings = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items() if k != 'run'}
+    report = dict(machine=env, settings=settings, madds=madds, cells=[asdict(c) for c in cells], rows=rows)
+    (args.out / 'bench.json').write_text(json.dumps(report, indent=1))
+    chart_rows = [r for r in rows if r['mode'] == args.chart_mode and top1(r['model']) is not None]
+    if chart_rows:
+        draw_chart(chart_rows, top1, env, args.out / 'bench.png')
+    print(f'wrote {args.out / "bench.json"}' + (f' and {args.out / "bench.png"}' if chart_rows else ''))
+    return 0

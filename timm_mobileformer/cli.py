@@ -13,6 +13,10 @@ SUBCOMMAND_MODULES = (
     'timm_mobileformer.convert',
     'timm_mobileformer.predict',
     'timm_mobileformer.attention',
+    'timm_mobileformer.run',
+    'timm_mobileformer.demo_data',
+    'timm_mobileformer.bench',
+    'timm_mobileformer.export',
 )
 
 

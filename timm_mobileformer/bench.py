@@ -28,6 +28,7 @@ import torch.nn.functional as F
 import timm
 from timm.utils import reparameterize_model
 
+from .convert import ConvertError, resolve_variant
 from .info import count_madds
 from .mobileformer import model_cfgs, paper_results
 
@@ -56,10 +57,6 @@ class Cell:
         """Median, min and max over rounds of img/s of `name` over img/s of `peer` in the same round."""
         pairs = [a / b for a, b in zip(self.rounds[name], self.rounds[peer])]
         return statistics.median(pairs), min(pairs), max(pairs)
-
-
-def variant_name(name: str) -> str:
-    return name if name.startswith('mobileformer_') else f'mobileformer_{name}'
 
 
 def build(name: str, mode: str) -> nn.Module:
@@ -287,10 +284,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    variants = list(model_cfgs) if args.variants == ['all'] else [variant_name(v) for v in args.variants]
-    unknown = [v for v in variants if v not in model_cfgs]
-    if unknown:
-        raise SystemExit(f'unknown variant {", ".join(unknown)}; choose from {", ".join(model_cfgs)} or all')
+    try:
+        variants = list(model_cfgs) if args.variants == ['all'] else [resolve_variant(v) for v in args.variants]
+    except ConvertError as e:
+        raise SystemExit(f'{e} (or all)')
     if args.threads:
         torch.set_num_threads(args.threads)
     names = variants + [p for p in args.peers if p not in variants]

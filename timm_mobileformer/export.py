@@ -18,7 +18,8 @@ import torch.nn as nn
 from torch.export import Dim, ExportedProgram
 
 import timm
-from .mobileformer import MobileFormer, model_cfgs
+from .convert import ConvertError, resolve_variant
+from .mobileformer import MobileFormer
 
 COMMAND = 'export'
 HELP = 'Export a Mobile-Former variant to ONNX (dynamic batch and image size) and check it with ONNX Runtime.'
@@ -117,9 +118,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    variant = args.variant if args.variant.startswith('mobileformer_') else f'mobileformer_{args.variant}'
-    if variant not in model_cfgs:
-        raise SystemExit(f'unknown variant {args.variant}; choose from {", ".join(model_cfgs)}')
+    try:
+        variant = resolve_variant(args.variant)
+    except ConvertError as e:
+        raise SystemExit(str(e))
     path = args.out
     if path.suffix not in ('.onnx', '.pt2'):
         raise SystemExit(f'--out must end in .onnx (ONNX) or .pt2 (torch.export program), got {path}')

@@ -812,16 +812,15 @@ class MobileFormer(nn.Module):
     def fuse(self, channels_last: bool = True) -> 'MobileFormer':
         """Turn this model, in place, into its inference form and return it; calling it again changes nothing.
 
-        Every BatchNorm is folded into the conv or linear ahead of it, the attention scales into the query
-        and key projections, and the hard sigmoids' affine parts into the layers that feed them; the
-        token-side linear weights are stored (in, out)-major and 1x1 convs run as matrix products at batch 1
-        (both faster for small inputs on CPU). With
-        `channels_last` the conv weights are stored channels_last, so the network runs channels_last (the
-        faster layout for CPU convolutions) even on NCHW input; feature maps then come out channels_last.
-        Eval outputs stay the same to float32 rounding; `forward_features`, `forward_intermediates` and
-        `features_only` work as before. Training after fusing is not supported: the BatchNorms are gone.
-        timm's `reparameterize_model` reaches the same form through the `fuse()` of the parts, less the
-        channels_last weights.
+        Every BatchNorm is folded into the conv or linear ahead of it (convs become `FoldedConv`), the
+        attention scales into the query and key projections, and the hard sigmoids' affine parts into the
+        layers that feed them; the token-side linear weights are stored (in, out)-major. With `channels_last`
+        the conv weights are stored channels_last, so the network runs channels_last (the faster layout for
+        CPU convolutions) even on NCHW input; feature maps then come out channels_last. Eval outputs stay the
+        same to float32 rounding; `forward_features`, `forward_intermediates` and `features_only` work as
+        before. Training after fusing is not supported: the BatchNorms are gone. timm's
+        `reparameterize_model` reaches the same values through the `fuse()` of the parts, without the
+        channels_last and (in, out)-major weight layouts.
         """
         reparameterize_model(self, inplace=True)
         for linear in (m for part in (self.blocks, self.merge) for m in part.modules() if isinstance(m, nn.Linear)):

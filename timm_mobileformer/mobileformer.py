@@ -1190,8 +1190,9 @@ default_cfgs = generate_default_cfgs({
 
 def _create_mobileformer(variant: str, pretrained: bool = False, **kwargs: Any) -> MobileFormer:
     out_indices = kwargs.pop('out_indices', (0, 1, 2, 3, 4))
-    with explain_unreachable_weights(variant, kwargs.get('pretrained_cfg'), kwargs.get('pretrained_cfg_overlay')), \
-            allow_checkpoint_globals():
+    overlay = kwargs.get('pretrained_cfg_overlay')
+    with explain_unreachable_weights(variant, kwargs.get('pretrained_cfg'), overlay), \
+            allow_checkpoint_globals((overlay or {}).get('file')):
         return build_model_with_cfg(
             MobileFormer,
             variant,

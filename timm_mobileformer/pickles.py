@@ -7,6 +7,7 @@ for (os, posix, subprocess, builtins eval/exec, ...) is refused, and the file is
 no advice to unpickle it some other way.
 """
 import argparse
+import pickle
 import re
 from contextlib import contextmanager
 from pathlib import Path
@@ -14,6 +15,8 @@ from typing import Iterator, List, Optional
 
 import numpy as np
 import torch
+
+from .errors import CheckpointError
 
 __all__ = ['CHECKPOINT_GLOBALS', 'allow_checkpoint_globals', 'refused_global']
 
@@ -32,10 +35,17 @@ _REFUSED_GLOBAL = re.compile(r'(?:GLOBAL|Unsupported globals:) ([\w.]+)')
 
 
 @contextmanager
-def allow_checkpoint_globals() -> Iterator[None]:
-    """Within the block, `torch.load(weights_only=True)` also accepts CHECKPOINT_GLOBALS."""
-    with torch.serialization.safe_globals(CHECKPOINT_GLOBALS):
-        yield
+def allow_checkpoint_globals(source: Optional[object] = None) -> Iterator[None]:
+    """Within the block, `torch.load(weights_only=True)` also accepts CHECKPOINT_GLOBALS, and a pickle that
+    needs any other global becomes a CheckpointError naming `source` (the file), with no unsafe advice."""
+    try:
+        with torch.serialization.safe_globals(CHECKPOINT_GLOBALS):
+            yield
+    except (RuntimeError, pickle.UnpicklingError) as err:
+        blocked = refused_global(err)
+        if blocked is None:
+            raise
+        raise CheckpointError(unsafe_message(Path(str(source or 'the checkpoint')), blocked)) from None
 
 
 def refused_global(err: BaseException) -> Optional[str]:

@@ -14,6 +14,7 @@ from timm.models import save_for_hf
 
 from timm_mobileformer.cli import main
 from timm_mobileformer.convert import ConvertError, convert
+from timm_mobileformer.errors import CheckpointError
 from timm_mobileformer.mobileformer import checkpoint_filter_fn, model_cfgs
 
 pytest_plugins = ('conftest_hub',)  # authors_files, converted, empty_offline_hub
@@ -93,13 +94,13 @@ def corrupt_inputs(source: Path, folder: Path) -> dict:
     torch.save({'state_dict': state_dict, 'hook': RunsCode()}, folder / 'unsafe.pth.tar')
     torch.save({'state_dict': {'conv.weight': torch.zeros(4, 3, 3, 3)}}, folder / 'other_net.pth.tar')
     return {
-        'truncated': (folder / 'truncated.pth.tar', [], 'truncated or corrupt; download it again'),
-        'garbage': (folder / 'garbage.pth.tar', [], 'truncated or corrupt; download it again'),
-        'unsafe pickle': (folder / 'unsafe.pth.tar', [], 'weights_only=True'),
+        'truncated': (folder / 'truncated.pth.tar', [], 'truncated or corrupt; get a fresh copy'),
+        'garbage': (folder / 'garbage.pth.tar', [], 'truncated or corrupt; get a fresh copy'),
+        'unsafe pickle': (folder / 'unsafe.pth.tar', [], 'refused: unpickling it would call builtins.print'),
         'missing': (folder / 'missing.pth.tar', [], 'no such file'),
         'not mobile-former': (folder / 'other_net.pth.tar', [], 'fit no Mobile-Former variant'),
         'wrong variant': (source, ['--variant', '294m'], 'mobileformer_294m'),
-        'unknown variant': (source, ['--variant', 'mobileformer_999m'], 'unknown variant mobileformer_999m: choose'),
+        'unknown variant': (source, ['--variant', 'mobileformer_999m'], "unknown model 'mobileformer_999m': choose"),
         'bad repo id': (source, ['--push-to-hub', 'not a//repo'], 'is not a Hub repo id'),
     }
 
@@ -118,7 +119,8 @@ def test_bad_input_gets_a_one_line_error_and_no_folder(authors_files, tmp_path, 
 def test_unsafe_pickle_message_names_what_it_needs(authors_files, tmp_path):
     path = corrupt_inputs(authors_files['mobileformer_52m'], tmp_path)['unsafe pickle'][0]
     message = run_cli(['convert', str(path), '--out', str(tmp_path / 'out')])
-    assert 'needs print to load' in message and 'If you trust the file' in message
+    assert 'would call builtins.print' in message and 'not loaded' in message
+    assert 'weights_only=False' not in message
 
 
 def test_wrong_variant_message_names_both_variants(authors_files, tmp_path):
@@ -140,7 +142,7 @@ def test_checkpoint_that_fails_the_logit_check_leaves_nothing(authors_files, tmp
     key = next(k for k in state_dict if k.endswith('running_var'))
     state_dict[key] = torch.full_like(state_dict[key], float('nan'))
     torch.save({'state_dict': state_dict}, tmp_path / 'damaged.pth.tar')
-    with pytest.raises(ConvertError, match='non-finite logits'):
+    with pytest.raises(CheckpointError, match=f'NaN or inf values \\(first in {key}'):
         convert(tmp_path / 'damaged.pth.tar', tmp_path / 'out')
     assert [p.name for p in tmp_path.iterdir()] == ['damaged.pth.tar']
 

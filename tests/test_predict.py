@@ -93,7 +93,7 @@ def predict_error(args: List[str]) -> str:
 def test_unreadable_image_and_unknown_model_get_one_line_errors(tmp_path, image, authors_files):
     (tmp_path / 'broken.png').write_bytes(b'not a png')
     assert 'cannot read the image' in predict_error([str(tmp_path / 'broken.png')])
-    assert 'unknown variant 999m: choose one of' in predict_error([str(image), '--model', '999m'])
+    assert "unknown model '999m': choose one of" in predict_error([str(image), '--model', '999m'])
     assert 'truncated or corrupt' in predict_error([str(image), '--checkpoint', str(image)])
     assert 'mobileformer_294m' in predict_error([str(image), '--model', '294m', '--checkpoint',
                                                  str(authors_files['mobileformer_52m'])])

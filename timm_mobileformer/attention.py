@@ -25,6 +25,7 @@ from PIL import Image, ImageDraw, ImageFont
 import timm
 from timm.data import ImageNetInfo, create_transform, resolve_data_config
 from .hub import WeightsUnreachableError
+from .weights import create_from_checkpoint
 from .mobileformer import MobileFormer, MobileFormerBlock, MobileToFormer, FormerToMobile, model_cfgs
 
 __all__ = ['TokenAttention', 'record_attention', 'token_attention', 'render_attention_grid', 'GridLayout']
@@ -220,8 +221,7 @@ def load_model(variant: str, checkpoint: Optional[str] = None, random_init: bool
     the returned note says so, for the title.
     """
     if checkpoint:
-        model = timm.create_model(variant, pretrained=True, pretrained_cfg_overlay=dict(file=checkpoint))
-        return model.eval(), f'weights: {checkpoint}'
+        return create_from_checkpoint(checkpoint, variant), f'weights: {checkpoint}'
     random_note = 'RANDOM INIT, no trained weights: the maps show the untrained network, not learnt semantics'
     cfg = timm.models.get_pretrained_cfg(variant)
     if not random_init and cfg is not None and (cfg.hf_hub_id or cfg.url):

@@ -28,9 +28,10 @@ import torch.nn.functional as F
 import timm
 from timm.utils import reparameterize_model
 
-from .convert import ConvertError, resolve_variant
+from .errors import MobileFormerError
 from .info import count_madds
 from .mobileformer import model_cfgs, paper_results
+from .weights import resolve_model_name
 
 COMMAND = 'bench'
 HELP = 'Time Mobile-Former variants next to timm peers (img/s, ratios per MAdd); write JSON and a PNG chart.'
@@ -285,8 +286,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     try:
-        variants = list(model_cfgs) if args.variants == ['all'] else [resolve_variant(v) for v in args.variants]
-    except ConvertError as e:
+        variants = list(model_cfgs) if args.variants == ['all'] else [resolve_model_name(v) for v in args.variants]
+    except MobileFormerError as e:
         raise SystemExit(f'{e} (or all)')
     if args.threads:
         torch.set_num_threads(args.threads)

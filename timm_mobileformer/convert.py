@@ -6,35 +6,31 @@ with `torch.load(weights_only=True)`. Every bad input ends in a `ConvertError` w
 what to do; the command prints it and exits non-zero.
 """
 import argparse
-import pickle
-import re
 import shutil
 import tempfile
 from pathlib import Path
 from typing import Any, Callable, Dict, Optional, Union
 
-import safetensors.torch
 import torch
-from huggingface_hub import HfApi
+from huggingface_hub import HfApi, ModelCardData
 from huggingface_hub.errors import HFValidationError
 from huggingface_hub.utils import validate_repo_id
 
 import timm
 from timm.models import save_for_hf
-from timm.models._hub import generate_readme
 
 from . import __version__
 from .hub import AUTHORS_CHECKPOINT_URLS, WEIGHTS_FILENAME, WEIGHTS_LICENSE, authors_filename, hub_id
 from .info import count_madds, count_params
-from .mobileformer import MobileFormer, checkpoint_filter_fn, model_cfgs, paper_results
+from .errors import MobileFormerError
+from .mobileformer import MobileFormer, paper_results
+from .weights import create_from_checkpoint
 
 COMMAND = 'convert'
 HELP = "Convert an authors' Mobile-Former checkpoint into a Hub-ready folder (safetensors, config, model card)."
 
-VARIANTS = tuple(model_cfgs)
 PathLike = Union[str, Path]
 Log = Callable[[str], None]
-_BLOCKED_GLOBAL = re.compile(r'GLOBAL ([\w.]+)')
 
 CITATION = """@inproceedings{chen2022mobileformer,
   title={Mobile-Former: Bridging MobileNet and Transformer},
@@ -44,7 +40,7 @@ CITATION = """@inproceedings{chen2022mobileformer,
 }"""
 
 
-class ConvertError(ValueError):
+class ConvertError(MobileFormerError, ValueError):
     """A bad input or a failed step, said in one line that tells the user what to do."""
 
 
@@ -52,129 +48,80 @@ def _quiet(message: str) -> None:
     """The default progress sink: library calls stay silent, the CLI passes print."""
 
 
-def resolve_variant(name: str) -> str:
-    """'294m' or 'mobileformer_294m' → 'mobileformer_294m'; anything else is a ConvertError listing the choices."""
-    variant = name if name.startswith('mobileformer_') else f'mobileformer_{name}'
-    if variant not in model_cfgs:
-        raise ConvertError(f"unknown variant {name}: choose one of {', '.join(VARIANTS)}")
-    return variant
-
-
-def read_checkpoint(path: PathLike) -> Dict[str, Any]:
-    """The contents of a local checkpoint: a `.safetensors` file, or a torch pickle read with weights_only=True.
-
-    Training checkpoints often carry their argparse arguments; `argparse.Namespace` is allowed (as timm
-    does), nothing else beyond what weights_only permits.
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise ConvertError(f'{path}: no such file: check the path')
-    try:
-        if path.suffix == '.safetensors':
-            checkpoint = safetensors.torch.load_file(str(path), device='cpu')
-        else:
-            with torch.serialization.safe_globals([argparse.Namespace]):
-                checkpoint = torch.load(path, map_location='cpu', weights_only=True)
-    except pickle.UnpicklingError as err:
-        blocked = _BLOCKED_GLOBAL.findall(str(err))  # torch names the first global it refused
-        if blocked:
-            raise ConvertError(_unsafe_pickle_message(path, blocked[0])) from err
-        raise ConvertError(_corrupt_message(path, err)) from err
-    except Exception as err:  # torch and safetensors report damage with many exception types
-        raise ConvertError(_corrupt_message(path, err)) from err
-    if not isinstance(checkpoint, dict) or not any(torch.is_tensor(v) or isinstance(v, dict)
-                                                   for v in checkpoint.values()):
-        raise ConvertError(f'{path}: holds a {type(checkpoint).__name__}, not a state dict: '
-                           f"pass the authors' mobile-former-<v>.pth.tar or a converted model.safetensors")
-    return checkpoint
-
-
-def _unsafe_pickle_message(path: Path, blocked: str) -> str:
-    return (f'{path}: refused: it needs {blocked} to load, and checkpoints are only read with '
-            f'torch.load(weights_only=True) because a pickle can run code. If you trust the file, save its '
-            f"state dict alone (torch.save(torch.load('{path.name}', weights_only=False)['state_dict'], "
-            f"'clean.pth')) and use that")
-
-
-def _corrupt_message(path: Path, err: BaseException) -> str:
-    lines = str(err).strip().splitlines()
-    detail = lines[0].split('. ')[0][:120] if lines else ''  # the first sentence says enough
-    reason = f'{type(err).__name__}: {detail}' if detail else type(err).__name__
-    return f'{path}: not a readable checkpoint ({reason}): the file is truncated or corrupt; download it again'
-
-
-def detect_variant(checkpoint: Dict[str, Any], path: PathLike = 'checkpoint') -> str:
-    """The variant whose tensors the checkpoint fills exactly (shapes checked on meta models, no memory)."""
-    for variant in VARIANTS:
-        try:
-            checkpoint_filter_fn(checkpoint, timm.create_model(variant, device='meta'))
-        except ValueError:
-            continue
-        return variant
-    raise ConvertError(f'{path}: its tensors fit no Mobile-Former variant: pass an authors\' mobile-former-<v>.pth.tar '
-                       f'(or name the variant with --variant to see what differs)')
-
-
-def model_from_checkpoint(checkpoint: Dict[str, Any], variant: str, path: PathLike = 'checkpoint') -> MobileFormer:
-    """A `variant` model holding the checkpoint's weights (authors' or converted keys), in eval mode."""
-    model = timm.create_model(variant)
-    try:
-        state_dict = checkpoint_filter_fn(checkpoint, model)
-    except ValueError as err:
-        raise ConvertError(f'{path}: {err}') from err
-    expected = model.state_dict()
-    for key, value in state_dict.items():
-        if key in expected and value.shape != expected[key].shape:
-            raise ConvertError(
-                f'{path}: {key} has shape {tuple(value.shape)}, an ImageNet-1k RGB {variant} has '
-                f"{tuple(expected[key].shape)}: convert takes the authors' ImageNet-1k checkpoints only")
-    model.load_state_dict(state_dict)
-    return model.eval()
-
-
-def load_checkpoint_model(path: PathLike, variant: Optional[str] = None, log: Log = _quiet) -> MobileFormer:
-    """Read a local authors' or converted checkpoint and build its model (variant detected unless given)."""
-    variant = resolve_variant(variant) if variant else None  # a typo fails before a long read
+def load_checkpoint_model(
+        path: PathLike,
+        model_name: Optional[str] = None,
+        use_ema: bool = True,
+        log: Log = _quiet,
+) -> MobileFormer:
+    """Read an authors' (or converted) ImageNet-1k checkpoint and build its model, variant detected unless given."""
     log(f'reading {path} (torch.load weights_only=True)')
-    checkpoint = read_checkpoint(path)
-    variant = variant or detect_variant(checkpoint, path)
+    model = create_from_checkpoint(path, model_name, use_ema)
+    variant = model.pretrained_cfg['architecture']
     log(f'variant: {variant}')
-    return model_from_checkpoint(checkpoint, variant, path)
+    if model.num_classes != 1000 or model.in_chans != 3:
+        raise ConvertError(
+            f'{path}: a {variant} with {model.num_classes} classes and {model.in_chans} input channels: convert '
+            f"makes Hub folders of the authors' ImageNet-1k checkpoints only (predict and create_from_checkpoint "
+            f'read any checkpoint)')
+    return model
+
+
+def _details(details: Dict[str, Any]) -> str:
+    """timm's 'Model Details' list: one bullet per item, nested bullets for a dict."""
+    lines = []
+    for key, value in details.items():
+        if isinstance(value, dict):
+            lines.append(f'- **{key}:**')
+            lines += [f'  - {k}: {v}' for k, v in value.items()]
+        else:
+            lines.append(f'- **{key}:** {value}')
+    return '\n'.join(lines)
 
 
 def model_card(model: MobileFormer, repo_id: Optional[str] = None) -> str:
-    """The README.md of a variant's Hub repo, in timm's model-card layout."""
+    """The README.md of a variant's Hub repo, in timm's model-card layout (metadata header by huggingface_hub)."""
     variant = model.pretrained_cfg['architecture']
     repo_id = repo_id or hub_id(variant)
     params_m, madds_m, top1 = paper_results[variant]
     size = model.pretrained_cfg['input_size'][-1]
-    card = dict(
-        tags=['image-classification', 'timm', 'mobileformer'],
-        license=WEIGHTS_LICENSE,
-        description=(
-            'A Mobile-Former image classifier: a MobileNet branch on the image and a small Transformer on a few '
-            'global tokens run in parallel, joined by two light cross-attention bridges. Trained on ImageNet-1k '
-            "by the paper's authors; these are their weights, converted to timm's format (safetensors) by "
-            f'timm-mobileformer {__version__}.'
-        ),
-        details={
-            'Model Type': 'Image classification / feature backbone',
-            'Model Stats': {
-                'Params (M)': f'{count_params(model) / 1e6:.2f} (paper: {params_m})',
-                'MAdds (M)': f'{count_madds(model) / 1e6:.1f} (paper: {madds_m})',
-                'Image size': f'{size} x {size}',
-            },
-            'ImageNet-1k top-1 (paper, not re-measured here)': f'{top1}%',
-            'Papers': {'Mobile-Former: Bridging MobileNet and Transformer': 'https://arxiv.org/abs/2108.05895'},
-            'Original': 'https://github.com/AAboys/MobileFormer',
-            'Weights': f"the authors' {authors_filename(variant)} ({AUTHORS_CHECKPOINT_URLS[variant]})",
-            'Dataset': 'ImageNet-1k',
-            'License': 'none given by the authors (see License below)',
-        },
-        usage=_usage(model, repo_id),
-        citation=CITATION,
+    header = ModelCardData(
+        tags=['image-classification', 'timm', 'mobileformer'], pipeline_tag='image-classification',
+        library_name='timm', license=WEIGHTS_LICENSE, datasets=['imagenet-1k'],
     )
-    return generate_readme(card, repo_id.split('/')[-1]) + _LICENSE_SECTION
+    details = {
+        'Model Type': 'Image classification / feature backbone',
+        'Model Stats': {
+            'Params (M)': f'{count_params(model) / 1e6:.2f} (paper: {params_m})',
+            'MAdds (M)': f'{count_madds(model) / 1e6:.1f} (paper: {madds_m})',
+            'Image size': f'{size} x {size}',
+        },
+        'ImageNet-1k top-1 (paper, not re-measured here)': f'{top1}%',
+        'Papers': {'Mobile-Former: Bridging MobileNet and Transformer': 'https://arxiv.org/abs/2108.05895'},
+        'Original': 'https://github.com/AAboys/MobileFormer',
+        'Weights': f"the authors' {authors_filename(variant)} ({AUTHORS_CHECKPOINT_URLS[variant]})",
+        'Dataset': 'ImageNet-1k',
+        'License': 'none given by the authors (see License below)',
+    }
+    return f"""---
+{header.to_yaml()}
+---
+# Model card for {repo_id.split('/')[-1]}
+
+A Mobile-Former image classifier: a MobileNet branch on the image and a small Transformer on a few global
+tokens run in parallel, joined by two light cross-attention bridges. Trained on ImageNet-1k by the paper's
+authors; these are their weights, converted to timm's format (safetensors) by timm-mobileformer {__version__}.
+
+## Model Details
+{_details(details)}
+
+## Model Usage
+{_usage(model, repo_id)}
+## Citation
+```bibtex
+{CITATION}
+```
+{_LICENSE_SECTION}"""
 
 
 def _usage(model: MobileFormer, repo_id: str) -> str:
@@ -283,7 +230,7 @@ def convert(
     """
     out = Path(out)
     _check_out(out)
-    model = load_checkpoint_model(checkpoint, variant, log)
+    model = load_checkpoint_model(checkpoint, variant, log=log)
     log(f'converted {len(model.state_dict())} tensors to timm names')
     out.parent.mkdir(parents=True, exist_ok=True)
     stage = Path(tempfile.mkdtemp(prefix=f'.{out.name}.', dir=out.parent))
@@ -344,6 +291,6 @@ def run(args: argparse.Namespace) -> int:
         out = convert(args.checkpoint, args.out, args.variant, repo_id=repo_id, log=print)
         if repo_id:
             push_folder(out, repo_id, log=print)
-    except ConvertError as err:
+    except MobileFormerError as err:
         raise SystemExit(f'error: {err}')
     return 0

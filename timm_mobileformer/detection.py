@@ -25,6 +25,8 @@ from torchvision.ops.feature_pyramid_network import ExtraFPNBlock, LastLevelMaxP
 import timm
 from timm.layers import freeze_batch_norm_2d
 
+from .weights import checkpoint_overlay
+
 __all__ = ['MobileFormerFPN', 'build_retinanet', 'build_fasterrcnn']
 
 ASPECT_RATIOS = (0.5, 1.0, 2.0)
@@ -52,10 +54,9 @@ class MobileFormerFPN(nn.Module):
         defaults to whether the backbone is pretrained."""
         super().__init__()
         pretrained = pretrained or checkpoint is not None
-        overlay = dict(file=checkpoint) if checkpoint else None
         body = timm.create_model(
-            variant, pretrained=pretrained, pretrained_cfg_overlay=overlay, features_only=True,
-            out_indices=tuple(out_indices))
+            variant, pretrained=pretrained, pretrained_cfg_overlay=checkpoint_overlay(checkpoint) if checkpoint else None,
+            features_only=True, out_indices=tuple(out_indices))
         self.body = freeze_batch_norm_2d(body) if (pretrained if freeze_bn is None else freeze_bn) else body
         self.in_channels: List[int] = body.feature_info.channels()
         self.strides: List[int] = body.feature_info.reduction()

@@ -18,8 +18,9 @@ import torch.nn as nn
 from torch.export import Dim, ExportedProgram
 
 import timm
-from .convert import ConvertError, resolve_variant
+from .errors import MobileFormerError
 from .mobileformer import MobileFormer
+from .weights import resolve_model_name
 
 COMMAND = 'export'
 HELP = 'Export a Mobile-Former variant to ONNX (dynamic batch and image size) and check it with ONNX Runtime.'
@@ -119,8 +120,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     try:
-        variant = resolve_variant(args.variant)
-    except ConvertError as e:
+        variant = resolve_model_name(args.variant)
+    except MobileFormerError as e:
         raise SystemExit(str(e))
     path = args.out
     if path.suffix not in ('.onnx', '.pt2'):

@@ -17,6 +17,8 @@ from huggingface_hub import constants as hf_constants
 from huggingface_hub.errors import EntryNotFoundError, HfHubHTTPError
 from timm.models import resolve_pretrained_cfg
 
+from .errors import MobileFormerError
+
 # The one place the Hub organisation is chosen (documented in RELEASING.md).
 HUB_ORG = 'timm-mobileformer'
 WEIGHTS_FILENAME = 'model.safetensors'
@@ -45,7 +47,7 @@ def authors_filename(variant: str) -> str:
     return f"mobile-former-{variant.split('_', 1)[1]}.pth.tar"
 
 
-class WeightsUnreachableError(RuntimeError):
+class WeightsUnreachableError(MobileFormerError, RuntimeError):
     """Pretrained weights were asked for but the Hub could not deliver them."""
 
 

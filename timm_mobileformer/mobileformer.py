@@ -27,9 +27,11 @@ from timm.models import build_model_with_cfg, generate_default_cfgs, register_mo
 from timm.models._features import feature_take_indices
 from timm.models._manipulate import checkpoint, reparameterize_model
 
+from .errors import CheckpointError
 from .hub import (
     AUTHORS_CHECKPOINT_URLS, WEIGHTS_FILENAME, WEIGHTS_LICENSE, authors_filename, explain_unreachable_weights, hub_id,
 )
+from .pickles import allow_checkpoint_globals
 
 __all__ = ['MobileFormer']
 
@@ -989,6 +991,16 @@ _OFFICIAL_KEY_RULES = (
     (r'^classifier\.classifier\.1\.', 'head.fc.'),
 )
 
+# the authors' Mobile sub-block names and ours: a Mobile-Former↓ block is the one with a fourth conv
+_STANDARD_CONVS = {'conv1': 'conv_pw', 'conv2': 'conv_dw', 'conv3': 'conv_pwl', 'act1': 'act1', 'act2': 'act2'}
+_DOWNSAMPLE_CONVS = {'conv1': 'conv_dw1', 'conv2': 'conv_pw1', 'conv3': 'conv_dw2', 'conv4': 'conv_pw2',
+                     'act1': 'act1', 'act3': 'act2'}
+_MOBILE_KEY = re.compile(r'^blocks\.(\d+)\.mobile\.(\w+)\.(.*)$')
+
+# tensors that timm adapts when loading (classifier for num_classes, stem conv for in_chans), so a
+# checkpoint's shapes there don't decide whether it fits
+_ADAPTABLE_KEYS = ('head.fc.weight', 'head.fc.bias', 'stem.conv.weight')
+
 
 def _official_key(key: str) -> str:
     """Map one key of the authors' state dict to this module's name for it."""
@@ -999,101 +1011,88 @@ def _official_key(key: str) -> str:
     return key
 
 
-# the authors' Mobile sub-block names, per block type, and ours
-_STANDARD_CONVS = {'conv1': 'conv_pw', 'conv2': 'conv_dw', 'conv3': 'conv_pwl', 'act1': 'act1', 'act2': 'act2'}
-_DOWNSAMPLE_CONVS = {'conv1': 'conv_dw1', 'conv2': 'conv_pw1', 'conv3': 'conv_dw2', 'conv4': 'conv_pw2',
-                     'act1': 'act1', 'act3': 'act2'}
-
-
-def _rename_mobile(key: str, model: MobileFormer) -> str:
-    """Rename `blocks.i.mobile.<official sub-block name>` once the block type of i is known."""
-    m = re.match(r'^blocks\.(\d+)\.mobile\.(\w+)\.(.*)$', key)
-    if m is None:
-        return key
-    idx, name, rest = int(m.group(1)), m.group(2), m.group(3)
-    if idx >= len(model.blocks) or not isinstance(model.blocks[idx], MobileFormerBlock):
-        return key
-    names = _DOWNSAMPLE_CONVS if isinstance(model.blocks[idx].mobile, DownsampleBottleneck) else _STANDARD_CONVS
-    return f'blocks.{idx}.mobile.{names.get(name, name)}.{rest}'
-
-
-def _unwrap(state_dict: Dict[str, Any]) -> Dict[str, Any]:
-    """Take the weights out of a training-checkpoint envelope and drop a DDP `module.` prefix."""
-    for envelope in ('state_dict', 'model'):
-        if isinstance(state_dict.get(envelope), dict):
-            state_dict = state_dict[envelope]
-            break
-    return {k[len('module.'):] if k.startswith('module.') else k: v for k, v in state_dict.items()}
-
-
-def _convert(state_dict: Dict[str, Any], model: MobileFormer) -> Dict[str, Any]:
-    """Rename the authors' keys for `model`; state dicts already in this model's names pass through."""
+def _from_official(state_dict: Dict[str, Any]) -> Dict[str, Any]:
+    """Rename the authors' keys to ours; state dicts already in our names pass through unchanged."""
     if not any(k.startswith('features.') for k in state_dict):
-        return state_dict
-    return {
-        _rename_mobile(_official_key(k), model): v
-        for k, v in state_dict.items() if not k.endswith('num_batches_tracked')
-    }
+        return dict(state_dict)
+    renamed = {_official_key(k): v for k, v in state_dict.items() if not k.endswith('num_batches_tracked')}
+    downsample = {m.group(1) for m in map(_MOBILE_KEY.match, renamed) if m and m.group(2) == 'conv4'}
+    out = {}
+    for key, value in renamed.items():
+        m = _MOBILE_KEY.match(key)
+        if m:
+            names = _DOWNSAMPLE_CONVS if m.group(1) in downsample else _STANDARD_CONVS
+            key = f'blocks.{m.group(1)}.mobile.{names.get(m.group(2), m.group(2))}.{m.group(3)}'
+        out[key] = value
+    return out
 
 
-def _mismatch(state_dict: Dict[str, Any], model: MobileFormer) -> Tuple[List[str], List[str], List[str]]:
-    """(missing, unexpected, other-shape) keys of state_dict against model; the classifier and stem conv
-    are left to timm, which adapts them for num_classes and in_chans."""
-    adaptable = ('head.fc.weight', 'head.fc.bias', 'stem.conv.weight')
-    expected = {k: v.shape for k, v in model.state_dict().items()
-                if not k.endswith('num_batches_tracked') and k not in adaptable}
-    found = {k: v.shape for k, v in state_dict.items()
-             if torch.is_tensor(v) and not k.endswith('num_batches_tracked') and k not in adaptable}
-    missing = sorted(set(expected) - set(found))
-    unexpected = sorted(set(found) - set(expected))
-    reshaped = sorted(k for k in set(expected) & set(found) if expected[k] != found[k])
-    return missing, unexpected, reshaped
+def _unwrap(checkpoint: Dict[str, Any]) -> Dict[str, Any]:
+    """The weights inside a training-checkpoint envelope, chosen as timm's loaders do (EMA first), without a
+    DDP `module.` prefix. timm's own loaders hand the filter an unwrapped dict, which passes through."""
+    for envelope in ('state_dict_ema', 'model_ema', 'state_dict', 'model'):
+        if isinstance(checkpoint.get(envelope), dict):
+            checkpoint = checkpoint[envelope]
+            break
+    return {k[len('module.'):] if k.startswith('module.') else k: v for k, v in checkpoint.items()}
+
+
+def _shapes(state_dict: Dict[str, Any]) -> Dict[str, Tuple[int, ...]]:
+    """Key → shape of the tensors that decide whether a state dict fits a variant."""
+    return {k: tuple(v.shape) for k, v in state_dict.items()
+            if torch.is_tensor(v) and not k.endswith('num_batches_tracked') and k not in _ADAPTABLE_KEYS}
 
 
 @lru_cache(maxsize=None)
-def _meta_model(variant: str) -> MobileFormer:
-    """A variant built on the meta device: shapes only, no memory, no init cost."""
-    return MobileFormer(**model_cfgs[variant], device='meta')
+def _variant_shapes(variant: str) -> Dict[str, Tuple[int, ...]]:
+    """The deciding shapes of a variant, from a model built on the meta device (no memory, no init)."""
+    return _shapes(MobileFormer(**model_cfgs[variant], device='meta').state_dict())
 
 
-def guess_variant(state_dict: Dict[str, Any]) -> Optional[str]:
-    """Name the variant (e.g. 'mobileformer_294m') whose tensors these are, authors' or converted; None if none."""
-    state_dict = _unwrap(state_dict)
-    for variant in model_cfgs:
-        model = _meta_model(variant)
-        if not any(_mismatch(_convert(state_dict, model), model)):
-            return variant
-    return None
+def detect_variant(state_dict: Dict[str, Any]) -> Optional[str]:
+    """Name the variant (e.g. 'mobileformer_294m') whose tensors these are, authors' or ours; None if none.
+
+    One pass: the keys are converted once and their shapes compared with each variant's.
+    """
+    shapes = _shapes(_from_official(_unwrap(state_dict)))
+    return next((v for v in model_cfgs if _variant_shapes(v) == shapes), None)
+
+
+def _first_non_finite(state_dict: Dict[str, Any]) -> Optional[str]:
+    return next((k for k, v in state_dict.items()
+                 if torch.is_tensor(v) and v.is_floating_point() and not bool(torch.isfinite(v).all())), None)
 
 
 def checkpoint_filter_fn(state_dict: Dict[str, Any], model: MobileFormer) -> Dict[str, torch.Tensor]:
     """Convert the authors' checkpoint (`mobile-former-<v>.pth.tar`) to this model's names.
 
-    Accepts the training-checkpoint envelope (`state_dict` / `model`), a `module.` (DDP) prefix, and already
-    converted state dicts, which pass through unchanged. Every tensor must have a place in the model with
-    the same shape and every place must be filled: a checkpoint of another variant, or one with missing or
-    extra tensors, raises a ValueError naming what was expected and what was found. Nothing loads partially.
+    Accepts a training-checkpoint envelope (EMA weights first, as timm's loaders choose), a `module.` (DDP)
+    prefix, and state dicts already in this model's names, which pass through. Refuses, with a ValueError
+    that says what was expected and what was found, weights holding NaN or inf and any checkpoint that does
+    not fill this model exactly (another variant, missing or extra tensors). Nothing loads partially.
     """
     state_dict = _unwrap(state_dict)
-    out = _convert(state_dict, model)
-    missing, unexpected, reshaped = _mismatch(out, model)
+    bad = _first_non_finite(state_dict)
+    if bad is not None:
+        raise CheckpointError(f'the checkpoint holds NaN or inf values (first in {bad}): the file is damaged; '
+                              f'get a fresh copy. Nothing was loaded.')
+    out = _from_official(state_dict)
+    expected, found = _shapes(model.state_dict()), _shapes(out)
+    missing = sorted(set(expected) - set(found))
+    unexpected = sorted(set(found) - set(expected))
+    reshaped = sorted(k for k in set(expected) & set(found) if expected[k] != found[k])
     if not (missing or unexpected or reshaped):
         return out
-    variant = model.pretrained_cfg.get('architecture') if hasattr(model, 'pretrained_cfg') else None
-    found = f'{len(out)} tensors'
-    tokens = out.get('tokens')
-    if torch.is_tensor(tokens) and tokens.ndim == 2:
-        found += f', {tokens.shape[0]} tokens of width {tokens.shape[1]}'
-    guess = guess_variant(state_dict)
-    found += f'; the checkpoint is {guess}' if guess else '; it matches no Mobile-Former variant'
+    variant = getattr(model, 'pretrained_cfg', {}).get('architecture', 'this MobileFormer')
     details = [f'{len(keys)} {name} (e.g. {", ".join(keys[:3])})'
                for name, keys in (('missing', missing), ('unexpected', unexpected)) if keys]
     if reshaped:
-        details.append(f'{len(reshaped)} of another shape (e.g. {reshaped[0]}: {tuple(out[reshaped[0]].shape)})')
-    raise ValueError(
-        f'Checkpoint does not fit {variant or "this MobileFormer"}: {"; ".join(details)}. Found {found}. '
-        f'Load it with the matching variant, or check that the file is a Mobile-Former checkpoint. '
-        f'Nothing was loaded.')
+        details.append(f'{len(reshaped)} of another shape (e.g. {reshaped[0]}: {found[reshaped[0]]})')
+    detected = detect_variant(out)
+    found_as = f'the checkpoint is {detected}' if detected else 'it matches no Mobile-Former variant'
+    raise CheckpointError(
+        f'checkpoint does not fit {variant}: {"; ".join(details)}; {found_as}. Load it with the matching '
+        f'variant, or check that the file is a Mobile-Former checkpoint. Nothing was loaded.')
 
 
 def _down(out_chs: int) -> BlockCfg:
@@ -1191,7 +1190,9 @@ default_cfgs = generate_default_cfgs({
 
 def _create_mobileformer(variant: str, pretrained: bool = False, **kwargs: Any) -> MobileFormer:
     out_indices = kwargs.pop('out_indices', (0, 1, 2, 3, 4))
-    with explain_unreachable_weights(variant, kwargs.get('pretrained_cfg'), kwargs.get('pretrained_cfg_overlay')):
+    overlay = kwargs.get('pretrained_cfg_overlay')
+    with explain_unreachable_weights(variant, kwargs.get('pretrained_cfg'), overlay), \
+            allow_checkpoint_globals((overlay or {}).get('file')):
         return build_model_with_cfg(
             MobileFormer,
             variant,

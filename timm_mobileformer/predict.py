@@ -8,8 +8,9 @@ from PIL import Image
 import timm
 from timm.data import ImageNetInfo, create_transform, resolve_data_config
 
-from .convert import ConvertError, load_checkpoint_model, resolve_variant
+from .errors import MobileFormerError
 from .hub import WeightsUnreachableError
+from .weights import create_from_checkpoint, resolve_model_name
 from .mobileformer import MobileFormer
 
 COMMAND = 'predict'
@@ -22,15 +23,15 @@ TOP_K = 5
 Prediction = List[Tuple[float, int]]
 
 
-class ImageReadError(ValueError):
+class ImageReadError(MobileFormerError, ValueError):
     """An image file that can't be read, said in one line."""
 
 
 def load_model(variant: Optional[str] = None, checkpoint: Optional[str] = None) -> MobileFormer:
     """The pretrained model: from a local authors' / converted checkpoint if given, else from the Hub."""
     if checkpoint:
-        return load_checkpoint_model(checkpoint, variant)
-    return timm.create_model(resolve_variant(variant or DEFAULT_VARIANT), pretrained=True).eval()
+        return create_from_checkpoint(checkpoint, variant)
+    return timm.create_model(resolve_model_name(variant or DEFAULT_VARIANT), pretrained=True).eval()
 
 
 def read_image(path: str) -> Image.Image:
@@ -72,7 +73,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         images = [read_image(path) for path in args.images]
         model = load_model(args.model, args.checkpoint)
-    except (ImageReadError, ConvertError, WeightsUnreachableError) as err:
+    except MobileFormerError as err:
         raise SystemExit(f'error: {err}')
     info = ImageNetInfo()
     for path, prediction in zip(args.images, predict(model, images)):

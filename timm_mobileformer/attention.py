@@ -8,7 +8,6 @@ exit, so the model's forward is untouched and costs nothing extra when no one is
 `timm-mobileformer attention IMAGE --out FILE.png` draws those maps as a grid (one row per block, one
 column per token) overlaid on the image, in the spirit of the paper's Fig. 6.
 """
-import argparse
 import sys
 import textwrap
 from contextlib import contextmanager
@@ -23,15 +22,16 @@ import torch.nn.functional as F
 from PIL import Image, ImageDraw, ImageFont
 
 import timm
-from timm.data import ImageNetInfo, create_transform, resolve_data_config
+from timm.data import create_transform, resolve_data_config
+from .errors import MobileFormerError
 from .hub import WeightsUnreachableError
+from .predict import labeller, read_image
 from .weights import create_from_checkpoint
 from .mobileformer import MobileFormer, MobileFormerBlock, MobileToFormer, FormerToMobile, model_cfgs
 
 __all__ = ['TokenAttention', 'record_attention', 'token_attention', 'render_attention_grid', 'GridLayout']
 
-COMMAND = 'attention'
-HELP = 'Draw the cross-attention of every global token over the image, one row per block, one column per token.'
+DEFAULT_VARIANT = 'mobileformer_294m'
 
 MERGE = 'merge'
 
@@ -214,21 +214,23 @@ def render_attention_grid(
     return canvas
 
 
-def load_model(variant: str, checkpoint: Optional[str] = None, random_init: bool = False) -> Tuple[nn.Module, str]:
+def load_model(variant: Optional[str] = None, checkpoint: Optional[str] = None, random_init: bool = False,
+               use_ema: bool = True) -> Tuple[nn.Module, str]:
     """The classifier in eval mode and a note on its weights: a local file, else the Hub, else random init.
 
     Unreachable Hub weights fall back to random init with a warning, since the picture is still worth drawing;
     the returned note says so, for the title.
     """
     if checkpoint:
-        return create_from_checkpoint(checkpoint, variant), f'weights: {checkpoint}'
+        return create_from_checkpoint(checkpoint, variant, use_ema), f'weights: {checkpoint}'
+    variant = variant or DEFAULT_VARIANT
     random_note = 'RANDOM INIT, no trained weights: the maps show the untrained network, not learnt semantics'
     cfg = timm.models.get_pretrained_cfg(variant)
     if not random_init and cfg is not None and (cfg.hf_hub_id or cfg.url):
         try:
             return timm.create_model(variant, pretrained=True).eval(), f'weights: {cfg.hf_hub_id or cfg.url}'
         except WeightsUnreachableError as err:
-            print(f'warning: {err}\nDrawing with random weights instead.', file=sys.stderr)
+            print(f'warning: {" ".join(str(err).split())} Drawing with random weights instead.', file=sys.stderr)
             random_note = f'Hub weights unreachable, so {random_note}'
     return timm.create_model(variant).eval(), random_note
 
@@ -236,7 +238,7 @@ def load_model(variant: str, checkpoint: Optional[str] = None, random_init: bool
 def prepare_image(model: nn.Module, path: str) -> Tuple[torch.Tensor, Image.Image]:
     """The model's eval input for an image file, and that same crop as a picture (mean/std undone)."""
     config = resolve_data_config(model=model)
-    x = create_transform(**config)(Image.open(path).convert('RGB')).unsqueeze(0)
+    x = create_transform(**config)(read_image(path)).unsqueeze(0)
     mean = torch.tensor(config['mean']).view(3, 1, 1)
     std = torch.tensor(config['std']).view(3, 1, 1)
     pixels = ((x[0] * std + mean).clamp(0, 1) * 255).round().byte().permute(1, 2, 0).numpy()
@@ -253,48 +255,54 @@ def parse_blocks(requested: Sequence[str], model: MobileFormer, available: Seque
     unknown = [k for k in keys if k not in available]
     if unknown:
         choices = ', '.join(k.rpartition('.')[2] for k in available)
-        raise SystemExit(f'no bridge at {", ".join(unknown)}; choose from: {choices}, or all')
+        raise MobileFormerError(f'no bridge at {", ".join(unknown)}: choose from {choices}, or all')
     return keys
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument('image', metavar='IMAGE', help='image file to look at')
-    parser.add_argument('--model', default='mobileformer_294m', help='variant, e.g. 294m or mobileformer_52m')
-    parser.add_argument('--checkpoint', metavar='FILE', help="local weights: the authors' or a converted file")
-    parser.add_argument('--random-init', action='store_true',
-                        help='skip the Hub and draw the untrained network (the default when no weights are reachable)')
-    parser.add_argument('--blocks', nargs='+', metavar='B',
-                        help="block indices, 'merge' (the bridge before the head) or 'all' "
-                             '(default: the last block of each stride, then merge)')
-    parser.add_argument('--bridge', choices=('m2f', 'f2m'), default='m2f',
-                        help='m2f: each token over the pixels (default); f2m: each pixel over the tokens')
-    parser.add_argument('--per-head', action='store_true', help='one column per token and head (default: mean)')
-    parser.add_argument('--cell-size', type=int, default=128, help='pixels per grid cell')
-    parser.add_argument('--out', required=True, metavar='FILE.png', help='where to write the grid')
+def bridge_keys(model: MobileFormer, bridge: str = 'm2f') -> List[str]:
+    """The map keys a forward pass records for `bridge` ('m2f' or 'f2m'), known before running it."""
+    keys = [f'blocks.{i}' for i, block in enumerate(model.blocks) if isinstance(block, MobileFormerBlock)]
+    return keys + [MERGE] if bridge == 'm2f' else keys
 
 
-def run(args: argparse.Namespace) -> int:
-    variant = args.model if args.model.startswith('mobileformer_') else f'mobileformer_{args.model}'
-    if variant.partition('.')[0] not in model_cfgs:
-        raise SystemExit(f'unknown variant {variant}; choose from {", ".join(model_cfgs)}')
-    model, source = load_model(variant, args.checkpoint, args.random_init)
-    x, picture = prepare_image(model, args.image)
+def draw_attention(
+        image_path: str,
+        model_name: Optional[str] = None,
+        checkpoint: Optional[str] = None,
+        random_init: bool = False,
+        blocks: Optional[Sequence[str]] = None,
+        bridge: str = 'm2f',
+        per_head: bool = False,
+        cell_size: int = 128,
+        use_ema: bool = True,
+) -> Tuple[Image.Image, str, List[str]]:
+    """The attention grid of one image: (picture, title, row keys). Bad blocks and images fail before the
+    model runs."""
+    if bridge not in ('m2f', 'f2m'):
+        raise MobileFormerError(f"unknown bridge {bridge}: choose m2f or f2m")
+    read_image(image_path)  # a bad image fails before the model is built
+    model, source = load_model(model_name, checkpoint, random_init, use_ema)
+    rows = parse_blocks(blocks, model, bridge_keys(model, bridge))
+    x, picture = prepare_image(model, image_path)
     with torch.inference_mode():
         logits, attn = token_attention(model, x)
-    maps = attn.mobile_to_former if args.bridge == 'm2f' else attn.former_to_mobile
-    rows = parse_blocks(args.blocks, model, list(maps))
+    maps = attn.mobile_to_former if bridge == 'm2f' else attn.former_to_mobile
     prob, idx = logits.softmax(-1)[0].max(0)
-    top1 = ImageNetInfo().index_to_description(idx.item())
-    direction = 'Mobile->Former: each token over the pixels' if args.bridge == 'm2f' else \
+    top1 = labeller(logits.shape[-1])(idx.item())
+    top1 = top1[1] or top1[0]
+    direction = 'Mobile->Former: each token over the pixels' if bridge == 'm2f' else \
         'Former->Mobile: each pixel over the tokens'
-    heads = 'per head' if args.per_head else 'heads averaged'
+    heads = 'per head' if per_head else 'heads averaged'
+    variant = model.pretrained_cfg.get('architecture', model_name)
     title = (f'{variant}: top-1 {top1} ({prob.item():.1%})\n'
              f'{direction}, {heads}; {source}')
     grid = render_attention_grid(
         picture, {k: v[0] for k, v in maps.items()}, rows, title,
-        uniform_over='pixels' if args.bridge == 'm2f' else 'tokens', per_head=args.per_head,
-        layout=GridLayout(cell=args.cell_size))
-    grid.quantize(256).save(args.out, optimize=True)  # a palette keeps the PNG small
-    print(f'wrote {args.out} ({grid.width}x{grid.height} px, rows: {", ".join(map(_row_name, rows))})')
-    print(title)
-    return 0
+        uniform_over='pixels' if bridge == 'm2f' else 'tokens', per_head=per_head,
+        layout=GridLayout(cell=cell_size))
+    return grid, title, rows
+
+
+def save_png(grid: Image.Image, path) -> None:
+    """The grid as a palette PNG (small); `path` may be a staging name, the format is always PNG."""
+    grid.quantize(256).save(path, format='PNG', optimize=True)

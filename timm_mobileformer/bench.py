@@ -10,7 +10,6 @@ Modes: `eager` (NCHW, eval), `channels_last`, `compile` (torch.compile, inductor
 form: `model.fuse()` for Mobile-Former, timm's `reparameterize_model` for the peers) and `train` (one SGD
 step: forward, cross-entropy, backward, update; batch sizes of at least 2, BatchNorm needs them).
 """
-import argparse
 import json
 import math
 import os
@@ -31,10 +30,8 @@ from timm.utils import reparameterize_model
 from .errors import MobileFormerError
 from .info import count_madds
 from .mobileformer import model_cfgs, paper_results
+from .outputs import check_output, staged
 from .weights import resolve_model_name
-
-COMMAND = 'bench'
-HELP = 'Time Mobile-Former variants next to timm peers (img/s, ratios per MAdd); write JSON and a PNG chart.'
 
 MODES = ('eager', 'channels_last', 'compile', 'fused', 'train')
 DEFAULT_MODES = ('eager', 'channels_last', 'fused', 'train')
@@ -269,60 +266,72 @@ def draw_chart(rows: List[dict], top1: Callable[[str], Optional[float]], env: Di
     image.save(path)
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument('variants', nargs='*', metavar='VARIANT', default=['294m'],
-                        help='Mobile-Former variants, e.g. 294m 52m, or "all" (default: 294m)')
-    parser.add_argument('--peers', nargs='*', default=list(DEFAULT_PEERS), help='timm models to compare with')
-    parser.add_argument('--batch-sizes', nargs='+', type=int, default=[1, 32])
-    parser.add_argument('--modes', nargs='+', choices=MODES, default=list(DEFAULT_MODES),
-                        help=f'what to time (default: {" ".join(DEFAULT_MODES)}; compile costs minutes of compiling)')
-    parser.add_argument('--rounds', type=int, default=5, help='alternating rounds per cell')
-    parser.add_argument('--round-time', type=float, default=1.0, help='seconds per model per round (at least 3 calls)')
-    parser.add_argument('--img-size', type=int, default=224)
-    parser.add_argument('--threads', type=int, default=None, help='torch threads (default: torch\'s choice)')
-    parser.add_argument('--chart-mode', choices=MODES, default='fused', help='the mode the chart plots')
-    parser.add_argument('--out', type=Path, default=Path('bench-out'), help='folder for bench.json and bench.png')
+def check_peers(peers: Sequence[str]) -> List[str]:
+    """timm model names, checked before any work."""
+    unknown = [p for p in peers if not timm.is_model(p)]
+    if unknown:
+        raise MobileFormerError(f'unknown timm model {", ".join(unknown)} in --peers: use names that '
+                                f"timm.list_models() lists, e.g. {' '.join(DEFAULT_PEERS)}")
+    return list(peers)
 
 
-def run(args: argparse.Namespace) -> int:
-    try:
-        variants = list(model_cfgs) if args.variants == ['all'] else [resolve_model_name(v) for v in args.variants]
-    except MobileFormerError as e:
-        raise SystemExit(f'{e} (or all)')
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    names = variants + [p for p in args.peers if p not in variants]
-    cells_todo = [(m, b) for m in args.modes for b in args.batch_sizes if not (m == 'train' and b < 2)]
+def benchmark(
+        variants: Sequence[str],
+        out: Path,
+        peers: Sequence[str] = DEFAULT_PEERS,
+        batch_sizes: Sequence[int] = (1, 32),
+        modes: Sequence[str] = DEFAULT_MODES,
+        rounds: int = 5,
+        round_time: float = 1.0,
+        img_size: int = 224,
+        chart_mode: str = 'fused',
+        overwrite: bool = False,
+        log: Callable[[str], None] = lambda message: None,
+        settings: Optional[dict] = None,
+) -> dict:
+    """Time `variants` next to `peers` and write bench.json (and bench.png when the chart has points) to the
+    folder `out`, which is checked before any timing and written only when the run completes."""
+    out = check_output(out, kind='dir', overwrite=overwrite)
+    peers = check_peers(peers)
+    for name, value in (('rounds', rounds), ('img_size', img_size)):
+        if value < 1:
+            raise MobileFormerError(f'{name} is {value}: give a whole number of at least 1')
+    if any(b < 1 for b in batch_sizes):
+        raise MobileFormerError(f'batch sizes {batch_sizes}: give whole numbers of at least 1')
+    unknown = [m for m in list(modes) + [chart_mode] if m not in MODES]
+    if unknown:
+        raise MobileFormerError(f'unknown mode {", ".join(unknown)}: choose from {", ".join(MODES)}')
+    variants = list(variants)
+    names = variants + [p for p in peers if p not in variants]
+    cells_todo = [(m, b) for m in modes for b in batch_sizes if not (m == 'train' and b < 2)]
     if not cells_todo:
-        raise SystemExit('nothing to time: train needs a batch size of at least 2')
+        raise MobileFormerError('nothing to time: train needs a batch size of at least 2')
     env = machine()
-    print(f"{env['cpu']}, {env['logical_cpus']} logical CPUs, {env['torch_threads']} torch threads, "
-          f"torch {env['torch']}, timm {env['timm']}; load average {env['loadavg_start']}", flush=True)
+    log(f"{env['cpu']}, {env['logical_cpus']} logical CPUs, {env['torch_threads']} torch threads, "
+        f"torch {env['torch']}, timm {env['timm']}; load average {env['loadavg_start']}")
     madds = {}
     for name in names:
-        madds[name] = count_madds(timm.create_model(name), (3, args.img_size, args.img_size))
-    print('MAdds (M): ' + ', '.join(f'{n} {madds[n] / 1e6:.1f}' for n in names), flush=True)
+        madds[name] = count_madds(timm.create_model(name), (3, img_size, img_size))
+    log('MAdds (M): ' + ', '.join(f'{n} {madds[n] / 1e6:.1f}' for n in names))
 
     load = ForeignLoad()
     cells = []
     for i, (mode, batch_size) in enumerate(cells_todo):
-        print(f'[{i + 1}/{len(cells_todo)}] {mode}, batch {batch_size}', flush=True)
-        cells.append(run_cell(names, mode, batch_size, args.rounds, args.round_time, args.img_size,
-                              lambda s: print(s, flush=True)))
+        log(f'[{i + 1}/{len(cells_todo)}] {mode}, batch {batch_size}')
+        cells.append(run_cell(names, mode, batch_size, rounds, round_time, img_size, log))
     env['loadavg_end'] = os.getloadavg() if hasattr(os, 'getloadavg') else None
     env['foreign_cpu_share'] = load.share()
 
-    rows = summarize(cells, variants, args.peers, madds)
-    print(format_table(rows, args.peers))
+    rows = summarize(cells, variants, peers, madds)
+    log(format_table(rows, peers))
     share = env['foreign_cpu_share']
     if share is not None:
-        print(f'other processes used {share:.0%} of the CPUs during the run; load average {env["loadavg_end"]}')
-    args.out.mkdir(parents=True, exist_ok=True)
-    settings = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items() if k != 'run'}
-    report = dict(machine=env, settings=settings, madds=madds, cells=[asdict(c) for c in cells], rows=rows)
-    (args.out / 'bench.json').write_text(json.dumps(report, indent=1))
-    chart_rows = [r for r in rows if r['mode'] == args.chart_mode and top1(r['model']) is not None]
-    if chart_rows:
-        draw_chart(chart_rows, top1, env, args.out / 'bench.png')
-    print(f'wrote {args.out / "bench.json"}' + (f' and {args.out / "bench.png"}' if chart_rows else ''))
-    return 0
+        log(f'other processes used {share:.0%} of the CPUs during the run; load average {env["loadavg_end"]}')
+    report = dict(machine=env, settings=settings or {}, madds=madds, cells=[asdict(c) for c in cells], rows=rows)
+    chart_rows = [r for r in rows if r['mode'] == chart_mode and top1(r['model']) is not None]
+    with staged(out, 'dir', overwrite=overwrite) as tmp:
+        (tmp / 'bench.json').write_text(json.dumps(report, indent=1))
+        if chart_rows:
+            draw_chart(chart_rows, top1, env, tmp / 'bench.png')
+    log(f'wrote {out / "bench.json"}' + (f' and {out / "bench.png"}' if chart_rows else ''))
+    return report

@@ -5,9 +5,6 @@ The folder holds `model.safetensors`, the `config.json` timm's `save_for_hf` wri
 with `torch.load(weights_only=True)`. Every bad input ends in a `ConvertError` whose one-line message says
 what to do; the command prints it and exits non-zero.
 """
-import argparse
-import shutil
-import tempfile
 from pathlib import Path
 from typing import Any, Callable, Dict, Optional, Union
 
@@ -23,11 +20,9 @@ from . import __version__
 from .hub import AUTHORS_CHECKPOINT_URLS, WEIGHTS_FILENAME, WEIGHTS_LICENSE, authors_filename, hub_id
 from .info import count_madds, count_params
 from .errors import MobileFormerError
+from .outputs import check_output, staged
 from .mobileformer import MobileFormer, paper_results
 from .weights import create_from_checkpoint
-
-COMMAND = 'convert'
-HELP = "Convert an authors' Mobile-Former checkpoint into a Hub-ready folder (safetensors, config, model card)."
 
 PathLike = Union[str, Path]
 Log = Callable[[str], None]
@@ -211,40 +206,30 @@ def _make_readable(folder: Path) -> None:
         path.chmod(0o644)
 
 
-def _check_out(out: Path) -> None:
-    if out.exists() and (not out.is_dir() or any(out.iterdir())):
-        raise ConvertError(f'{out} already exists and is not an empty folder: choose a new --out or remove it')
-
-
 def convert(
         checkpoint: PathLike,
         out: PathLike,
-        variant: Optional[str] = None,
+        model_name: Optional[str] = None,
         repo_id: Optional[str] = None,
         log: Log = _quiet,
+        overwrite: bool = False,
+        use_ema: bool = True,
 ) -> Path:
     """Convert an authors' checkpoint into the Hub-ready folder `out` and return it.
 
-    The folder is written under a temporary name next to `out`, checked by reloading it, and only then
-    renamed to `out`: a failed run leaves nothing behind. repo_id is the Hub repo the card's usage names.
+    `out` must not exist or be empty, unless `overwrite`. The folder is written under a staging name next to
+    `out`, checked by reloading it, and only then moved to `out`: a failed or interrupted run leaves nothing
+    behind. repo_id is the Hub repo the card's usage names.
     """
-    out = Path(out)
-    _check_out(out)
-    model = load_checkpoint_model(checkpoint, variant, log=log)
+    out = check_output(out, kind='dir', inputs=[checkpoint], overwrite=overwrite)
+    model = load_checkpoint_model(checkpoint, model_name, use_ema, log=log)
     log(f'converted {len(model.state_dict())} tensors to timm names')
-    out.parent.mkdir(parents=True, exist_ok=True)
-    stage = Path(tempfile.mkdtemp(prefix=f'.{out.name}.', dir=out.parent))
-    try:
+    with staged(out, 'dir', overwrite=overwrite) as stage:
         log(f'writing {WEIGHTS_FILENAME}, config.json, README.md')
         write_folder(model, stage, repo_id)
         _make_readable(stage)
         diff = verify_folder(model, stage)
         log(f'checked: reloaded weights give the checkpoint\'s logits on a test batch (max difference {diff:.1e})')
-        if out.exists():
-            out.rmdir()
-        stage.rename(out)
-    finally:
-        shutil.rmtree(stage, ignore_errors=True)
     log(f'wrote {out}')
     return out
 
@@ -275,22 +260,3 @@ def push_folder(folder: PathLike, repo_id: str, log: Log = _quiet) -> str:
                            ) from err
     log(f'uploaded: {commit.commit_url}')
     return commit.commit_url
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument('checkpoint', metavar='CHECKPOINT', help="the authors' mobile-former-<v>.pth.tar")
-    parser.add_argument('--out', required=True, metavar='DIR', help='folder to create (must not exist, or be empty)')
-    parser.add_argument('--variant', help='e.g. 294m or mobileformer_294m (default: detected from the tensors)')
-    parser.add_argument('--push-to-hub', metavar='REPO', help='upload the folder to this Hub repo, e.g. '
-                        f"{hub_id('mobileformer_294m')} (read RELEASING.md first)")
-
-
-def run(args: argparse.Namespace) -> int:
-    try:
-        repo_id = check_repo_id(args.push_to_hub) if args.push_to_hub else None
-        out = convert(args.checkpoint, args.out, args.variant, repo_id=repo_id, log=print)
-        if repo_id:
-            push_folder(out, repo_id, log=print)
-    except MobileFormerError as err:
-        raise SystemExit(f'error: {err}')
-    return 0

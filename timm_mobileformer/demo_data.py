@@ -7,24 +7,23 @@ away: a network has to look at the outline. Shapes are drawn without anti-aliasi
 edge's blended pixels would count its perimeter). Images are PNG, deterministic for a seed, and the set is
 written to a temporary sibling folder that is renamed into place only when complete.
 """
-import argparse
 import math
 import os
-import shutil
-import tempfile
 from pathlib import Path
 from typing import Dict, List, Sequence, Tuple
 
 import numpy as np
 from PIL import Image, ImageDraw
 
-COMMAND = 'demo-data'
-HELP = 'Write a small shape-classification image set (ImageFolder layout: train/ and validation/) to DIR.'
+from .errors import MobileFormerError
+from .outputs import check_output, staged
+
 
 SPLITS = ('train', 'validation')
 AREA_RANGE = (0.12, 0.28)  # shape area as a fraction of the image
 MIN_COLOUR_DISTANCE = 90.  # between shape and background colour, so the shape is always visible
 NOISE_STD_RANGE = (2., 10.)
+MIN_SIZE = 32  # the smallest input Mobile-Former takes
 
 Point = Tuple[float, float]
 # a shape is a list of (polygon in unit coordinates, fill): fill 1 draws, 0 cuts a hole
@@ -128,37 +127,18 @@ def make_demo_data(
         train_per_class: int = 800,
         val_per_class: int = 100,
         size: int = 64,
+        overwrite: bool = False,
 ) -> Path:
-    """Write the demo set to `root` (which must not exist or be empty) and return its path."""
-    root = Path(root)
-    if root.exists() and (not root.is_dir() or any(root.iterdir())):
-        raise FileExistsError(f'{root} exists and is not an empty folder')
-    root.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f'.{root.name}.', suffix='.partial', dir=root.parent))
-    try:
+    """Write the demo set to `root` (which must not exist or be empty, unless `overwrite`) and return its path.
+
+    The set is written under a staging name next to `root` and moved into place only when complete.
+    """
+    for name, value, low in (('train_per_class', train_per_class, 1), ('val_per_class', val_per_class, 1),
+                             ('size', size, MIN_SIZE), ('seed', seed, 0)):
+        if not isinstance(value, int) or value < low:
+            raise MobileFormerError(f'{name} is {value}: give a whole number of at least {low}')
+    root = check_output(root, kind='dir', overwrite=overwrite, option='')
+    with staged(root, 'dir', overwrite=overwrite) as tmp:
         for split, per_class in zip(SPLITS, (train_per_class, val_per_class)):
             write_split(tmp, split, per_class, seed, size)
-        if root.exists():
-            root.rmdir()
-        tmp.rename(root)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return root
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument('dir', metavar='DIR', help='output folder (must not exist, or be empty)')
-    parser.add_argument('--seed', type=int, default=0, help='the same seed gives byte-identical files')
-    parser.add_argument('--train-per-class', type=int, default=800, help='training images per class')
-    parser.add_argument('--val-per-class', type=int, default=100, help='validation images per class')
-    parser.add_argument('--size', type=int, default=64, help='image side in pixels (at least 32)')
-
-
-def run(args: argparse.Namespace) -> int:
-    if args.size < 32:
-        raise SystemExit('--size must be at least 32 (the smallest input Mobile-Former takes)')
-    root = make_demo_data(args.dir, args.seed, args.train_per_class, args.val_per_class, args.size)
-    print(f'wrote {len(CLASSES)} classes ({", ".join(CLASSES)}) x {args.train_per_class} train / '
-          f'{args.val_per_class} validation images of {args.size}x{args.size} px to {root}')
-    return 0

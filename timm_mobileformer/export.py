@@ -6,12 +6,11 @@ it against PyTorch with ONNX Runtime; `--out model.pt2` writes the `torch.export
 with `torch.export.load`). ONNX needs the optional extra: `pip install "timm-mobileformer[onnx]"`. Files are
 written under a temporary name and renamed into place only when complete.
 """
-import argparse
 import copy
 import importlib.util
 import os
 from pathlib import Path
-from typing import Any, Dict, List, Optional
+from typing import Any, Callable, Dict, List, Optional
 
 import torch
 import torch.nn as nn
@@ -20,10 +19,8 @@ from torch.export import Dim, ExportedProgram
 import timm
 from .errors import MobileFormerError
 from .mobileformer import MobileFormer
+from .outputs import check_output, staged
 from .weights import resolve_model_name
-
-COMMAND = 'export'
-HELP = 'Export a Mobile-Former variant to ONNX (dynamic batch and image size) and check it with ONNX Runtime.'
 
 # The exported graph guards on a last feature map larger than 1 x 1, i.e. inputs of 33 px and more
 MIN_SIZE, MAX_SIZE = 64, 4096
@@ -108,50 +105,53 @@ def onnx_max_rel_diff(path: Path, model: nn.Module, x: torch.Tensor) -> float:
     return float(np.abs(out - ref).max() / np.abs(ref).max())
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument('variant', help='e.g. 294m or mobileformer_294m')
-    parser.add_argument('--out', type=Path, required=True,
-                        help='the file to write: .onnx for ONNX, .pt2 for a torch.export program')
-    parser.add_argument('--pretrained', action='store_true', help="export the authors' ImageNet weights")
-    parser.add_argument('--img-size', type=int, default=224, help='size of the example input (any size runs)')
-    parser.add_argument('--opset', type=int, default=None, help="ONNX opset (default: the exporter's)")
-    parser.add_argument('--no-check', action='store_true', help='skip the ONNX Runtime comparison')
+FORMATS = {'.onnx': 'ONNX', '.pt2': 'torch.export program'}
+MAX_REL_DIFF = 1e-4
 
 
-def run(args: argparse.Namespace) -> int:
-    try:
-        variant = resolve_model_name(args.variant)
-    except MobileFormerError as e:
-        raise SystemExit(str(e))
-    path = args.out
-    if path.suffix not in ('.onnx', '.pt2'):
-        raise SystemExit(f'--out must end in .onnx (ONNX) or .pt2 (torch.export program), got {path}')
+def check_export_format(path: Path) -> None:
+    """A known format whose packages are installed, checked before any work."""
+    path = Path(path)
+    if path.suffix not in FORMATS:
+        raise MobileFormerError(f'--out {path}: must end in .onnx (ONNX) or .pt2 (torch.export program)')
     missing = missing_onnx_packages() if path.suffix == '.onnx' else []
     if missing:
-        raise SystemExit(f'ONNX export needs {", ".join(missing)}: pip install "timm-mobileformer[onnx]"')
-    model = timm.create_model(variant, pretrained=args.pretrained).eval()
-    if path.suffix == '.pt2':
-        program = save_program(model, path, args.img_size)
-        module = program.module()
-        x = torch.randn(3, 3, 160, 224)
-        with torch.no_grad():
-            ref = model(x)
-            diff = float((module(x) - ref).abs().max() / ref.abs().max())
-        print(f'wrote {path} ({path.stat().st_size / 1e6:.1f} MB): torch.export program, input x (batch, 3, '
-              f'height, width), height and width {MIN_SIZE} to {MAX_SIZE}; load with torch.export.load. '
-              f'Max relative difference to eager at (3, 3, 160, 224): {diff:.1e}')
-        return 0 if diff <= 1e-4 else 1
-    export_onnx(model, path, args.img_size, args.opset)
-    print(f'wrote {path} ({path.stat().st_size / 1e6:.1f} MB): input x (batch, 3, height, width), '
-          f'height and width {MIN_SIZE} to {MAX_SIZE}')
-    if not args.no_check:
-        checks: Dict[str, Any] = {}
-        for shape in ((1, 3, args.img_size, args.img_size), (3, 3, 160, 224)):
-            x = torch.randn(*shape)
-            checks[str(shape)] = onnx_max_rel_diff(path, model, x)
-        print('ONNX Runtime vs PyTorch, max relative difference: '
-              + ', '.join(f'{k}: {v:.1e}' for k, v in checks.items()))
-        if max(checks.values()) > 1e-4:
-            print('difference above 1e-4')
-            return 1
-    return 0
+        raise MobileFormerError(f'ONNX export needs {", ".join(missing)}: pip install "timm-mobileformer[onnx]", '
+                                f'or export a .pt2 program instead')
+
+
+def export_to(
+        model: nn.Module,
+        path: Path,
+        img_size: int = 224,
+        opset: Optional[int] = None,
+        check: bool = True,
+        overwrite: bool = False,
+        log: Callable[[str], None] = lambda message: None,
+) -> Dict[str, float]:
+    """Export `model` to `path` (.onnx or .pt2), check the written file against eager PyTorch, and only then
+    move it into place; returns the max relative differences checked. A file whose outputs differ by more
+    than MAX_REL_DIFF is not kept (MobileFormerError)."""
+    path = check_output(path, suffixes=tuple(FORMATS), overwrite=overwrite)
+    check_export_format(path)
+    model = model.eval()
+    checks: Dict[str, float] = {}
+    with staged(path, overwrite=overwrite) as tmp:
+        if path.suffix == '.pt2':
+            save_program(model, tmp, img_size)
+            module = torch.export.load(str(tmp)).module()
+            x = torch.randn(3, 3, 160, 224)
+            with torch.no_grad():
+                ref = model(x)
+                checks[str(tuple(x.shape))] = float((module(x) - ref).abs().max() / ref.abs().max())
+        else:
+            export_onnx(model, tmp, img_size, opset)
+            if check:
+                for shape in ((1, 3, img_size, img_size), (3, 3, 160, 224)):
+                    checks[str(shape)] = onnx_max_rel_diff(tmp, model, torch.randn(*shape))
+        worst = max(checks.values(), default=0.)
+        if not worst <= MAX_REL_DIFF:  # NaN too
+            raise MobileFormerError(f'the exported file differs from PyTorch by {worst:.1e} (relative), above '
+                                    f'{MAX_REL_DIFF:g}: nothing was written; this is a timm-mobileformer bug, '
+                                    f'please report it')
+    return checks

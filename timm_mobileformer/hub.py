@@ -7,14 +7,18 @@ published yet.
 
 Nothing here imports the model file: the model file imports this one for its cfgs.
 """
+import functools
 import hashlib
+import socket
 import shutil
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Dict, Iterator, Optional, Sequence, Union
+from typing import Any, Callable, Dict, Iterator, Optional, Sequence, Union
+from urllib.parse import urlparse
 
 from huggingface_hub import constants as hf_constants
 from huggingface_hub.errors import EntryNotFoundError, HfHubHTTPError
+from timm.models import _hub as timm_hub
 from timm.models import resolve_pretrained_cfg
 
 from .errors import MobileFormerError
@@ -48,7 +52,26 @@ def authors_filename(variant: str) -> str:
 
 
 class WeightsUnreachableError(MobileFormerError, RuntimeError):
-    """Pretrained weights were asked for but the Hub could not deliver them."""
+    """Pretrained weights were asked for but the Hub could not deliver them.
+
+    `variant`, `repo_id` and `reason` say which weights and why; `cli_message(option)` is the same advice for a
+    command line, naming the command's own option for a local file instead of Python calls.
+    """
+
+    def __init__(self, message: str, variant: Optional[str] = None, repo_id: Optional[str] = None,
+                 reason: str = ''):
+        super().__init__(message)
+        self.variant, self.repo_id, self.reason = variant, repo_id, reason
+
+    def cli_message(self, option: str = '--checkpoint', fallback: Optional[str] = None) -> str:
+        if self.variant is None:
+            return str(self)
+        authors_file = authors_filename(self.variant)
+        url = AUTHORS_CHECKPOINT_URLS.get(self.variant, 'the Google Drive link in RELEASING.md')
+        return (f'pretrained weights for {self.variant} could not be fetched from the Hugging Face Hub repo '
+                f'{self.repo_id} ({self.reason}: offline, or the repo is not published yet): pass {option} '
+                f"with the authors' {authors_file} ({url}), a folder made by timm-mobileformer convert or a "
+                f'train.py checkpoint' + (f', or {fallback}' if fallback else ''))
 
 
 def unreachable_message(variant: str, repo_id: Optional[str], reason: str) -> str:
@@ -64,21 +87,88 @@ def unreachable_message(variant: str, repo_id: Optional[str], reason: str) -> st
     )
 
 
+# Whether the Hub answered a connection attempt in this process: None until tried. Once it failed, downloads
+# go straight to the local cache, so a machine without network sees one clean error instead of ~23 s of
+# retries (huggingface_hub retries connection errors five times with backoff).
+_hub_reachable: Optional[bool] = None
+PROBE_TIMEOUT_S = 3.0
+
+
+def hub_reachable() -> bool:
+    """One TCP connection to the Hub endpoint (3 s at most), remembered for the process."""
+    global _hub_reachable
+    if _hub_reachable is None:
+        host = urlparse(hf_constants.ENDPOINT).hostname or 'huggingface.co'
+        port = urlparse(hf_constants.ENDPOINT).port or (443 if hf_constants.ENDPOINT.startswith('https') else 80)
+        try:
+            socket.create_connection((host, port), timeout=PROBE_TIMEOUT_S).close()
+            _hub_reachable = True
+        except OSError:
+            _hub_reachable = False
+    return _hub_reachable
+
+
+def _fail_fast(download: Callable[..., Any]) -> Callable[..., Any]:
+    """`download` (hf_hub_download), but from the local cache only when the Hub can't be reached."""
+    @functools.wraps(download)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        if hf_constants.HF_HUB_OFFLINE or hub_reachable():
+            return download(*args, **kwargs)
+        previous = hf_constants.HF_HUB_OFFLINE
+        hf_constants.HF_HUB_OFFLINE = True
+        try:
+            return download(*args, **kwargs)
+        finally:
+            hf_constants.HF_HUB_OFFLINE = previous
+    wrapper.fail_fast = True  # type: ignore[attr-defined]
+    return wrapper
+
+
+@contextmanager
+def _downloads_fail_fast() -> Iterator[None]:
+    """Within the block, timm's Hub downloads skip the retries when the Hub is known to be unreachable."""
+    download = getattr(timm_hub, 'hf_hub_download', None)
+    if download is None or getattr(download, 'fail_fast', False):
+        yield
+        return
+    timm_hub.hf_hub_download = _fail_fast(download)
+    try:
+        yield
+    finally:
+        if getattr(timm_hub.hf_hub_download, 'fail_fast', False):
+            timm_hub.hf_hub_download = download
+
+
 @contextmanager
 def explain_unreachable_weights(
         variant: str,
         pretrained_cfg: Optional[Union[str, Dict[str, Any]]] = None,
         pretrained_cfg_overlay: Optional[Dict[str, Any]] = None,
 ) -> Iterator[None]:
-    """Turn the Hub's not-found / offline / connection errors into WeightsUnreachableError; pass others on.
-
-    Takes the same cfg arguments as the model build, to name the Hub repo it tried.
-    """
+    """Turn the Hub's not-found / offline / connection errors into one WeightsUnreachableError (without the
+    chain of httpx errors behind it); pass others on. Takes the same cfg arguments as the model build, to
+    name the Hub repo it tried."""
     try:
-        yield
-    except (EntryNotFoundError, HfHubHTTPError, ConnectionError) as err:
+        with _downloads_fail_fast():
+            yield
+    except (EntryNotFoundError, HfHubHTTPError, ConnectionError, OSError) as err:
+        if not _is_hub_error(err):
+            raise
         repo_id = resolve_pretrained_cfg(variant, pretrained_cfg, pretrained_cfg_overlay).hf_hub_id
-        raise WeightsUnreachableError(unreachable_message(variant, repo_id, type(err).__name__)) from err
+        reason = type(err).__name__
+        if _hub_reachable is False:
+            reason += f', no connection to {urlparse(hf_constants.ENDPOINT).hostname}'
+        error = WeightsUnreachableError(unreachable_message(variant, repo_id, reason), variant, repo_id, reason)
+        error.hub_error = err  # the original, for debugging
+        raise error from None
+
+
+def _is_hub_error(err: BaseException) -> bool:
+    """huggingface_hub's and httpx's errors, not a local file's OSError."""
+    if isinstance(err, (EntryNotFoundError, HfHubHTTPError, ConnectionError)):
+        return True
+    module = type(err).__module__ or ''
+    return module.startswith(('huggingface_hub', 'httpx', 'httpcore', 'requests', 'urllib3'))
 
 
 def install_in_hub_cache(

@@ -1,5 +1,4 @@
 """`timm-mobileformer info`: build every variant and measure it live, beside the paper's numbers."""
-import argparse
 from typing import Any, Dict, List, Sequence, Tuple
 
 import torch
@@ -8,9 +7,6 @@ from torch.utils.flop_counter import FlopCounterMode
 
 import timm
 from .mobileformer import model_cfgs, paper_results
-
-COMMAND = 'info'
-HELP = 'Build every Mobile-Former variant and print params, MAdds, output shape and feature strides.'
 
 VARIANTS: Tuple[str, ...] = tuple(model_cfgs)
 
@@ -76,21 +72,3 @@ def format_table(rows: List[Dict[str, Any]]) -> str:
     out = ['  '.join(cell.ljust(w) for cell, w in zip(line, widths)).rstrip() for line in lines]
     out.insert(1, '  '.join('-' * w for w in widths))
     return '\n'.join(out)
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument('variants', nargs='*', metavar='VARIANT', help='variants to measure (default: all seven)')
-    parser.add_argument('--img-size', type=int, default=224, help='square input size for MAdds and shapes')
-
-
-def run(args: argparse.Namespace) -> int:
-    variants = [v if v.startswith('mobileformer_') else f'mobileformer_{v}' for v in args.variants] or VARIANTS
-    unknown = [v for v in variants if v not in model_cfgs]
-    if unknown:
-        raise SystemExit(f'unknown variant {", ".join(unknown)}; choose from {", ".join(VARIANTS)}')
-    rows = []
-    for v in variants:
-        print(f'measuring {v} ...', flush=True)
-        rows.append(measure(v, args.img_size))
-    print(format_table(rows))
-    return 0

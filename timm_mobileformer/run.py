@@ -13,7 +13,6 @@ only work with ... GPU modules or CPU modules" ValueError). `allow_cpu_device_id
 that drops `device_ids` / `output_device` for CPU modules, the only values torch accepts there (both mean
 "the module's own device"); GPU modules are wrapped exactly as before.
 """
-import argparse
 import logging
 import os
 import runpy
@@ -25,10 +24,8 @@ import torch.nn as nn
 from torch.nn.parallel import DistributedDataParallel
 
 from . import mobileformer  # noqa: F401  (registers the models)
+from .errors import MobileFormerError
 
-COMMAND = 'run'
-HELP = ('Register the Mobile-Former models, then run a script (timm\'s train.py, validate.py, benchmark.py, '
-        'inference.py, ...) as __main__ with the arguments that follow it.')
 
 _logger = logging.getLogger(__name__)
 
@@ -58,19 +55,8 @@ def allow_cpu_device_ids() -> None:
 def run_script(script: str, script_args: List[str]) -> None:
     """Run `script` as `python script *script_args` would, in this interpreter (models already registered)."""
     if not os.path.isfile(script):
-        raise SystemExit(f'{COMMAND}: no such script: {script}')
+        raise MobileFormerError(f'{script}: no such script: check the path (timm-mobileformer fetch-scripts DIR '
+                                f"fetches timm's train.py, validate.py, benchmark.py and inference.py)")
     sys.argv = [script, *script_args]
     sys.path.insert(0, os.path.dirname(os.path.abspath(script)))
     runpy.run_path(script, run_name='__main__')
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument('script', metavar='SCRIPT', help='Python script to run, e.g. /path/to/timm/validate.py')
-    parser.add_argument('script_args', nargs=argparse.REMAINDER, metavar='ARGS',
-                        help='arguments for the script, passed on unchanged')
-
-
-def run(args: argparse.Namespace) -> int:
-    allow_cpu_device_ids()
-    run_script(args.script, args.script_args)
-    return 0

@@ -26,6 +26,8 @@ class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
             return text
         if not action.option_strings and action.nargs not in (argparse.OPTIONAL, argparse.ZERO_OR_MORE):
             return text
+        if action.required:
+            return f'{text} (required)'
         if action.default is None or action.default is False:
             default = 'off' if isinstance(action, argparse._StoreTrueAction) else 'none'
             return f'{text} (default: {default})'
@@ -123,11 +125,16 @@ def add_model_argument(parser: argparse.ArgumentParser, default: Optional[str] =
         parser.add_argument('--model', type=model_name, default=default, metavar='MODEL', help=text)
 
 
-def add_checkpoint_argument(parser: argparse.ArgumentParser, help: Optional[str] = None) -> None:
-    parser.add_argument(
+def add_checkpoint_argument(parser: argparse.ArgumentParser, help: Optional[str] = None,
+                            random_init: Optional[str] = None) -> None:
+    """`--checkpoint FILE` and `--no-ema`; with `random_init` (its help), also `--random-init`, exclusive."""
+    group = parser.add_mutually_exclusive_group() if random_init else parser
+    group.add_argument(
         '--checkpoint', metavar='FILE',
         help=help or ("local weights: the authors' mobile-former-<v>.pth.tar, a timm train.py checkpoint, a "
                       'model.safetensors or a folder made by convert (default: the Hub weights)'))
+    if random_init:
+        group.add_argument('--random-init', action='store_true', help=random_init)
     parser.add_argument('--no-ema', dest='use_ema', action='store_false',
                         help='with a train.py checkpoint that holds EMA weights, load the plain weights instead '
                              '(default: the EMA weights, as timm does)')
@@ -143,9 +150,10 @@ def add_output_argument(parser: argparse.ArgumentParser, metavar: str, help: str
                         help='replace an existing output (default: refuse to touch it)')
 
 
-def add_img_size_argument(parser: argparse.ArgumentParser, default: Optional[int], help: str) -> None:
-    parser.add_argument('--img-size', type=img_size, default=default, metavar='PX',
-                        help=f'{help}; {MIN_IMG_SIZE} to {MAX_IMG_SIZE}')
+def add_img_size_argument(parser: argparse.ArgumentParser, default: Optional[int], help: str,
+                          low: int = MIN_IMG_SIZE, high: int = MAX_IMG_SIZE) -> None:
+    parser.add_argument('--img-size', type=int_in(low, high, 'an image side in pixels'), default=default,
+                        metavar='PX', help=f'{help}, {low} to {high}')
 
 
 def add_threads_argument(parser: argparse.ArgumentParser) -> None:

@@ -1,0 +1,45 @@
+"""`timm-mobileformer bench`: throughput of Mobile-Former variants next to timm peers; JSON and a PNG chart."""
+import argparse
+
+import torch
+
+from ..bench import DEFAULT_MODES, DEFAULT_PEERS, MODES, benchmark, check_peers
+from ..mobileformer import model_cfgs
+from ..outputs import check_output
+from ._common import add_img_size_argument, add_model_argument, add_output_argument, add_threads_argument, \
+    model_names, positive_float, positive_int
+
+COMMAND = 'bench'
+HELP = 'Time Mobile-Former variants next to timm peers (img/s, ratios per MAdd); write bench.json and bench.png.'
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    add_model_argument(parser, many=True, default=['mobileformer_294m'])
+    add_output_argument(parser, 'DIR', 'folder for bench.json and bench.png (it must not exist, or be empty, '
+                                       'unless --overwrite)')
+    parser.add_argument('--peers', nargs='*', default=list(DEFAULT_PEERS), metavar='NAME',
+                        help='timm models to compare with (none: no peers)')
+    parser.add_argument('--batch-sizes', nargs='+', type=positive_int, default=[1, 32], metavar='N',
+                        help='batch sizes to time')
+    parser.add_argument('--modes', nargs='+', choices=MODES, default=list(DEFAULT_MODES),
+                        help='what to time; compile costs minutes of compiling')
+    parser.add_argument('--rounds', type=positive_int, default=5, metavar='N', help='alternating rounds per cell')
+    parser.add_argument('--round-time', type=positive_float, default=1.0, metavar='S',
+                        help='seconds per model per round (at least 3 calls)')
+    add_img_size_argument(parser, 224, 'square input size')
+    add_threads_argument(parser)
+    parser.add_argument('--chart-mode', choices=MODES, default='fused', help='the mode the chart plots')
+    # Runtime options (e.g. --runtime {torch,onnxruntime}, --profile) go here; benchmark() takes them.
+
+
+def run(args: argparse.Namespace) -> int:
+    check_output(args.out, kind='dir', overwrite=args.overwrite)
+    check_peers(args.peers)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    variants = [n.partition('.')[0] for n in model_names(args.model, tuple(model_cfgs))]
+    settings = {k: v for k, v in vars(args).items() if k != 'run'}
+    benchmark(variants, args.out, args.peers, args.batch_sizes, args.modes, args.rounds, args.round_time,
+              args.img_size, args.chart_mode, overwrite=args.overwrite, log=lambda s: print(s, flush=True),
+              settings=settings)
+    return 0

@@ -2,7 +2,7 @@
 import pytest
 
 from timm_mobileformer.bench import Cell, summarize
-from timm_mobileformer.cli import main
+from cli_util import error_line
 
 
 def test_ratios_are_per_round_and_per_madd():
@@ -14,8 +14,8 @@ def test_ratios_are_per_round_and_per_madd():
     assert 'ratio_peer' not in peer_row
 
 
-def test_unknown_variant_is_refused():
-    with pytest.raises(SystemExit, match='unknown variant 999m'):
-        main(['bench', '999m'])
-    with pytest.raises(SystemExit, match='unknown variant 999m'):
-        main(['export', '999m', '--out', 'never.onnx'])
+def test_unknown_variant_is_refused(tmp_path):
+    assert "unknown model '999m'" in error_line(['bench', '--model', '999m', '--out', str(tmp_path / 'b')], code=2)
+    assert "unknown model '999m'" in error_line(['export', '--model', '999m', '--out', str(tmp_path / 'm.onnx')],
+                                                code=2)
+    assert not any(tmp_path.iterdir())

@@ -12,6 +12,7 @@ import torch
 from safetensors.torch import load_file
 from timm.models import save_for_hf
 
+from cli_util import error_line
 from timm_mobileformer.cli import main
 from timm_mobileformer.convert import ConvertError, convert
 from timm_mobileformer.errors import CheckpointError
@@ -39,16 +40,13 @@ def test_round_trip_keeps_every_tensor(converted, authors_files, variant):
         assert torch.equal(saved[key], value), key
 
 
-def run_cli(args: List[str]) -> str:
-    """Run the CLI in-process; return the error message it exits with (asserting it is one line)."""
-    with pytest.raises(SystemExit) as excinfo:
-        main(args)
-    message = str(excinfo.value.code)
-    assert message.startswith('error: ') and '\n' not in message
-    return message
+def run_cli(args: List[str], code: int = 1) -> str:
+    """Run the CLI in-process; return the one-line error it prints (checked: one line, no traceback, exit code;
+    2 for a usage error)."""
+    return error_line(args, code)
 
 
-@pytest.mark.parametrize('variant_args', [[], ['--variant', '52m']])
+@pytest.mark.parametrize('variant_args', [[], ['--model', '52m']])
 def test_cli_writes_a_hub_ready_folder_and_shows_progress(authors_files, tmp_path, capsys, variant_args):
     out = tmp_path / 'out'
     assert main(['convert', str(authors_files['mobileformer_52m']), '--out', str(out), *variant_args]) == 0
@@ -99,8 +97,8 @@ def corrupt_inputs(source: Path, folder: Path) -> dict:
         'unsafe pickle': (folder / 'unsafe.pth.tar', [], 'refused: unpickling it would call builtins.print'),
         'missing': (folder / 'missing.pth.tar', [], 'no such file'),
         'not mobile-former': (folder / 'other_net.pth.tar', [], 'fit no Mobile-Former variant'),
-        'wrong variant': (source, ['--variant', '294m'], 'mobileformer_294m'),
-        'unknown variant': (source, ['--variant', 'mobileformer_999m'], "unknown model 'mobileformer_999m': choose"),
+        'wrong variant': (source, ['--model', '294m'], 'mobileformer_294m'),
+        'unknown variant': (source, ['--model', 'mobileformer_999m'], "unknown model 'mobileformer_999m': choose"),
         'bad repo id': (source, ['--push-to-hub', 'not a//repo'], 'is not a Hub repo id'),
     }
 
@@ -110,7 +108,7 @@ def corrupt_inputs(source: Path, folder: Path) -> dict:
 def test_bad_input_gets_a_one_line_error_and_no_folder(authors_files, tmp_path, capsys, case):
     path, args, expected = corrupt_inputs(authors_files['mobileformer_52m'], tmp_path)[case]
     out = tmp_path / 'out'
-    message = run_cli(['convert', str(path), '--out', str(out), *args])
+    message = run_cli(['convert', str(path), '--out', str(out), *args], code=2 if case == 'unknown variant' else 1)
     assert expected in message
     assert not out.exists() and not list(tmp_path.glob('.out*'))
     assert 'this pickle ran code' not in capsys.readouterr().out
@@ -125,7 +123,7 @@ def test_unsafe_pickle_message_names_what_it_needs(authors_files, tmp_path):
 
 def test_wrong_variant_message_names_both_variants(authors_files, tmp_path):
     message = run_cli(['convert', str(authors_files['mobileformer_52m']), '--out', str(tmp_path / 'o'),
-                       '--variant', '294m'])
+                       '--model', '294m'])
     assert 'mobileformer_294m' in message and 'mobileformer_52m' in message
 
 
@@ -133,7 +131,7 @@ def test_existing_folder_is_not_overwritten(authors_files, tmp_path):
     (tmp_path / 'out').mkdir()
     (tmp_path / 'out' / 'keep.txt').write_text('mine')
     message = run_cli(['convert', str(authors_files['mobileformer_26m']), '--out', str(tmp_path / 'out')])
-    assert 'not an empty folder' in message
+    assert 'the folder is not empty' in message and '--overwrite' in message
     assert [p.name for p in (tmp_path / 'out').iterdir()] == ['keep.txt']
 
 
@@ -153,7 +151,7 @@ def test_cli_error_has_no_traceback(authors_files, tmp_path):
     result = subprocess.run([sys.executable, '-m', 'timm_mobileformer', 'convert', str(path), '--out',
                              str(tmp_path / 'out')], capture_output=True, text=True, env=dict(os.environ, OMP_NUM_THREADS='1'))
     assert result.returncode == 1
-    assert result.stderr.startswith('error: ') and result.stderr.count('\n') == 1 and 'Traceback' not in result.stderr
+    assert result.stderr.startswith('timm-mobileformer convert: error: ') and result.stderr.count('\n') == 1 and 'Traceback' not in result.stderr
 
 
 class FakeHfApi:

@@ -12,7 +12,9 @@ from PIL import Image
 
 from timm.data import create_dataset
 from timm_mobileformer import demo_data
+from cli_util import error_line
 from timm_mobileformer.cli import main
+from timm_mobileformer.errors import MobileFormerError
 from timm_mobileformer.demo_data import CLASSES, SPLITS, make_demo_data
 
 CHANCE = 1 / len(CLASSES)
@@ -117,7 +119,7 @@ def test_failed_run_leaves_nothing(tmp_path: Path, monkeypatch: pytest.MonkeyPat
 
 def test_refuses_a_non_empty_folder(tmp_path: Path):
     (tmp_path / 'keep.txt').write_text('mine')
-    with pytest.raises(FileExistsError):
+    with pytest.raises(MobileFormerError, match='not empty'):
         make_demo_data(tmp_path, train_per_class=1, val_per_class=1)
     assert [p.name for p in tmp_path.iterdir()] == ['keep.txt']
 
@@ -125,8 +127,8 @@ def test_refuses_a_non_empty_folder(tmp_path: Path):
 def test_cli(tmp_path: Path, capsys: pytest.CaptureFixture):
     (tmp_path / 'empty').mkdir()
     assert main(['demo-data', str(tmp_path / 'empty'), '--train-per-class', '2', '--val-per-class', '1',
-                 '--size', '40', '--seed', '3']) == 0
+                 '--img-size', '40', '--seed', '3']) == 0
     assert 'wrote 6 classes' in capsys.readouterr().out
     assert len(list((tmp_path / 'empty').rglob('*.png'))) == 3 * len(CLASSES)
-    with pytest.raises(SystemExit, match='at least 32'):
-        main(['demo-data', str(tmp_path / 'small'), '--size', '16'])
+    assert 'from 32 to 1024' in error_line(['demo-data', str(tmp_path / 'small'), '--img-size', '16'], code=2)
+    assert not (tmp_path / 'small').exists()

@@ -10,6 +10,7 @@ from PIL import Image
 from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD, ImageNetInfo
 from torchvision import transforms as T
 
+from cli_util import error_line
 from timm_mobileformer.cli import main
 from timm_mobileformer.hub import hub_id
 from timm_mobileformer.predict import load_model, predict
@@ -82,18 +83,14 @@ def test_preprocessing_is_the_cfgs_resize_crop_and_normalisation(converted, imag
     torch.testing.assert_close(torch.tensor([p for p, _ in prediction]), expected.values)
 
 
-def predict_error(args: List[str]) -> str:
-    with pytest.raises(SystemExit) as excinfo:
-        main(['predict', *args])
-    message = str(excinfo.value.code)
-    assert message.startswith('error: ') and '\n' not in message
-    return message
+def predict_error(args: List[str], code: int = 1) -> str:
+    return error_line(['predict', *args], code)
 
 
 def test_unreadable_image_and_unknown_model_get_one_line_errors(tmp_path, image, authors_files):
     (tmp_path / 'broken.png').write_bytes(b'not a png')
     assert 'cannot read the image' in predict_error([str(tmp_path / 'broken.png')])
-    assert "unknown model '999m': choose one of" in predict_error([str(image), '--model', '999m'])
+    assert "unknown model '999m': choose one of" in predict_error([str(image), '--model', '999m'], code=2)
     assert 'truncated or corrupt' in predict_error([str(image), '--checkpoint', str(image)])
     assert 'mobileformer_294m' in predict_error([str(image), '--model', '294m', '--checkpoint',
                                                  str(authors_files['mobileformer_52m'])])
@@ -101,4 +98,5 @@ def test_unreadable_image_and_unknown_model_get_one_line_errors(tmp_path, image,
 
 def test_hub_weights_out_of_reach_say_what_to_do(empty_offline_hub, image):
     message = predict_error([str(image), '--model', '96m'])
-    assert hub_id('mobileformer_96m') in message and 'timm-mobileformer convert' in message
+    assert hub_id('mobileformer_96m') in message and 'pass --checkpoint FILE' in message
+    assert 'timm-mobileformer convert' in message and '--random-init' in message

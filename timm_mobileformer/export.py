@@ -138,7 +138,7 @@ def export_to(
     checks: Dict[str, float] = {}
     with staged(path, overwrite=overwrite) as tmp:
         if path.suffix == '.pt2':
-            save_program(model, tmp, img_size)
+            torch.export.save(export_program(model, img_size), str(tmp))  # tmp keeps the .pt2 ending
             module = torch.export.load(str(tmp)).module()
             x = torch.randn(3, 3, 160, 224)
             with torch.no_grad():

@@ -65,9 +65,9 @@ def int_in(low: Optional[int] = None, high: Optional[int] = None, what: str = 'a
         value = _int(text)
         if (low is not None and value < low) or (high is not None and value > high):
             if high is None:
-                bound = f'at least {low}'
+                bound = f'of at least {low}'
             elif low is None:
-                bound = f'at most {high}'
+                bound = f'of at most {high}'
             else:
                 bound = f'from {low} to {high}'
             raise argparse.ArgumentTypeError(f'{text} is out of range: give {what} {bound}')

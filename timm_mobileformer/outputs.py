@@ -11,6 +11,7 @@ import os
 import secrets
 import shutil
 import signal
+import tempfile
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterable, Iterator, List, Optional, Sequence, Union
@@ -92,6 +93,13 @@ def check_output(
         raise OutputError(f'{name}: {parent} is not a folder: choose another output')
     if not os.access(parent, os.W_OK | os.X_OK):
         raise OutputError(f'{name}: {parent} is not writable for you: choose another output')
+    try:  # the only sure test (a read-only mount, a special file system): create and remove a probe file
+        fd, probe = tempfile.mkstemp(prefix='.timm-mobileformer-probe-', dir=parent)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as err:
+        raise OutputError(f'{name}: cannot write in {parent} ({err.strerror or type(err).__name__}): choose '
+                          f'another output') from None
     return path
 
 
@@ -138,12 +146,6 @@ def staging_name(path: Path) -> Path:
     return path.with_name(f'.{path.stem if suffix else path.name}.{token}{STAGING_MARK}{suffix}')
 
 
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
 @contextmanager
 def staged(path: PathLike, kind: str = 'file', overwrite: bool = False) -> Iterator[Path]:
     """Yield a staging path next to `path` (a folder already created for kind='dir'; for a file, only a
@@ -160,9 +162,11 @@ def staged(path: PathLike, kind: str = 'file', overwrite: bool = False) -> Itera
     old = None
     try:
         if kind == 'dir':
-            stage.mkdir(mode=0o777 & ~_umask())
+            stage.mkdir()
+        else:  # reserve the name (and show the run is under way); the writer replaces the empty file
+            os.close(os.open(stage, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
         yield stage
-        if not (stage.exists() or stage.is_symlink()):
+        if not stage.exists() or (kind == 'file' and stage.stat().st_size == 0):
             raise OutputError(f'{path}: nothing was written (a bug: please report it)')
         if path.exists():
             if not overwrite and not (kind == 'dir' and path.is_dir() and not any(path.iterdir())):

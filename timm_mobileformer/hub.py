@@ -17,11 +17,13 @@ from typing import Any, Callable, Dict, Iterator, Optional, Sequence, Union
 from urllib.parse import urlparse
 
 from huggingface_hub import constants as hf_constants
+from huggingface_hub import try_to_load_from_cache
+from safetensors import SafetensorError
 from huggingface_hub.errors import EntryNotFoundError, HfHubHTTPError
 from timm.models import _hub as timm_hub
 from timm.models import resolve_pretrained_cfg
 
-from .errors import MobileFormerError
+from .errors import CheckpointError, MobileFormerError
 
 # The one place the Hub organisation is chosen (documented in RELEASING.md).
 HUB_ORG = 'timm-mobileformer'
@@ -151,6 +153,12 @@ def explain_unreachable_weights(
     try:
         with _downloads_fail_fast():
             yield
+    except SafetensorError as err:  # a damaged file in the Hub cache: say which, and how to get a fresh one
+        repo_id = resolve_pretrained_cfg(variant, pretrained_cfg, pretrained_cfg_overlay).hf_hub_id
+        cached = try_to_load_from_cache(repo_id, WEIGHTS_FILENAME) if repo_id else None
+        where = cached if isinstance(cached, str) else f'the Hub cache of {repo_id}'
+        raise CheckpointError(f'{where}: not a readable safetensors file ({" ".join(str(err).split())}): the '
+                              f'download is truncated or corrupt; delete it (hf cache delete) and load again') from None
     except (EntryNotFoundError, HfHubHTTPError, ConnectionError, OSError) as err:
         if not _is_hub_error(err):
             raise

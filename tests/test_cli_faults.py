@@ -370,6 +370,51 @@ def test_predict_classifies_with_a_fine_tuned_train_py_checkpoint_and_class_name
     assert {line.split()[-1] for line in lines[1:]} == {'circle', 'ring', 'triangle', 'square', 'star', 'cross'}
 
 
+@pytest.fixture(scope='module')
+def converted26(inputs, tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp('converted') / 'mobileformer_26m'
+    with one_torch_thread():
+        assert main(['convert', str(inputs['mf26']), '--out', str(out)]) == 0
+    return out
+
+
+def test_predict_reads_a_converted_folder(inputs, converted26, capsys):
+    code, out, err = run_cli(['predict', str(inputs['png']), '--checkpoint', str(converted26), '--top-k', '3'], capsys)
+    assert code == 0, err
+    assert len(out.splitlines()) == 4 and ' n0' in out.splitlines()[1]  # ImageNet synsets for 1000 classes
+
+
+def test_convert_overwrite_replaces_the_folder_and_keeps_nothing_else(inputs, tmp_path, capsys):
+    out = tmp_path / 'out'
+    out.mkdir()
+    (out / 'stale.txt').write_text('old')
+    code, _, err = run_cli(['convert', str(inputs['mf26']), '--out', str(out), '--overwrite'], capsys)
+    assert code == 0, err
+    assert sorted(p.name for p in out.iterdir()) == ['README.md', 'config.json', 'model.safetensors']
+    assert [p.name for p in tmp_path.iterdir()] == ['out']
+
+
+def test_damaged_file_in_the_hub_cache_is_named(inputs, converted26, tmp_path, monkeypatch, capsys):
+    from timm_mobileformer.hub import hub_id, install_in_hub_cache
+    damaged = tmp_path / 'damaged'
+    damaged.mkdir()
+    for path in converted26.iterdir():
+        data = path.read_bytes()
+        (damaged / path.name).write_bytes(data[:1000] if path.name == 'model.safetensors' else data)
+    snapshot_dir = install_in_hub_cache(damaged, hub_id('mobileformer_26m'), tmp_path / 'cache')
+    go_offline(monkeypatch, tmp_path / 'cache')
+    message = cli_error_line(['predict', str(inputs['png']), '--model', '26m'], capsys)
+    assert str(snapshot_dir / 'model.safetensors') in message and 'truncated or corrupt' in message
+
+
+def cli_error_line(argv: List[str], capsys) -> str:
+    code, _, err = run_cli(argv, capsys)
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert code == 1 and len(lines) == 1 and 'Traceback' not in err, err
+    assert lines[0].startswith(f'{PROG} {argv[0]}: error: ')
+    return lines[0]
+
+
 def test_overwrite_replaces_an_existing_png_and_nothing_else(inputs, tmp_path, capsys):
     out = tmp_path / 'grid.png'
     out.write_bytes(b'old')
@@ -475,11 +520,6 @@ def test_api_other_float_dtypes(small_model, dtype):
 def test_api_train_mode_batch_of_one(small_model):
     with pytest.raises(ValueError, match='batch of one in train mode'):
         small_model.train()(torch.zeros(1, 3, 64, 64))
-
-
-@MODEL_SIDE
-def test_api_fresh_model_is_in_eval_mode():
-    assert not timm.create_model('mobileformer_26m').training
 
 
 # ---- signals: the real command, stopped mid-run --------------------------------------------------------------

@@ -262,6 +262,7 @@ CASES = [
       1, 'unknown timm model resnet999'),
     c('bench-existing-out', lambda i, w: ['bench', '--model', '26m', '--out', str(w / 'out')], 1, '--overwrite',
       existing_folder),
+    c('bench-img-size-0', lambda i, w: ['bench', '--out', str(w / 'b'), '--img-size', '0'], 2, 'from 32 to 4096'),
     c('bench-threads-0', lambda i, w: ['bench', '--out', str(w / 'b'), '--threads', '0'], 2, 'at least 1'),
     c('bench-unknown-mode', lambda i, w: ['bench', '--out', str(w / 'b'), '--modes', 'turbo'], 2, 'invalid choice'),
     c('bench-train-batch-1', lambda i, w: ['bench', '--model', '26m', '--peers', '--out', str(w / 'b'), '--modes',
@@ -405,6 +406,22 @@ def test_damaged_file_in_the_hub_cache_is_named(inputs, converted26, tmp_path, m
     go_offline(monkeypatch, tmp_path / 'cache')
     message = cli_error_line(['predict', str(inputs['png']), '--model', '26m'], capsys)
     assert str(snapshot_dir / 'model.safetensors') in message and 'truncated or corrupt' in message
+
+
+def test_decompression_bomb_is_refused(inputs, tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(Image, 'MAX_IMAGE_PIXELS', 64 * 48 // 4)  # the 64x48 test image is then 4x the limit
+    before = snapshot(inputs['folder'])
+    message = cli_error_line(['predict', str(inputs['png']), '--random-init'], capsys)
+    assert 'decompression bomb' in message
+    assert snapshot(inputs['folder']) == before
+
+
+def test_attention_takes_the_variant_from_the_checkpoint(inputs, tmp_path, capsys):
+    out = tmp_path / 'grid.png'
+    code, stdout, err = run_cli(['attention', str(inputs['png']), '--checkpoint', str(inputs['mf26']), '--cell-size',
+                                 '16', '--out', str(out)], capsys)
+    assert code == 0, err
+    assert 'mobileformer_26m: top-1' in stdout and [p.name for p in tmp_path.iterdir()] == ['grid.png']
 
 
 def cli_error_line(argv: List[str], capsys) -> str:

@@ -522,7 +522,7 @@ def small_model():
 
 @MODEL_SIDE
 def test_api_empty_batch(small_model):
-    with pytest.raises(ValueError, match='empty batch'):
+    with pytest.raises(ValueError, match='empty batch|batch size 0'):
         small_model.eval()(torch.zeros(0, 3, 64, 64))
 
 
@@ -535,7 +535,7 @@ def test_api_other_float_dtypes(small_model, dtype):
 
 @MODEL_SIDE
 def test_api_train_mode_batch_of_one(small_model):
-    with pytest.raises(ValueError, match='batch of one in train mode'):
+    with pytest.raises(ValueError, match='batch of one|batch size 1'):
         small_model.train()(torch.zeros(1, 3, 64, 64))
 
 

@@ -260,6 +260,8 @@ CASES = [
     c('bench-round-time-nan', lambda i, w: ['bench', '--out', str(w / 'b'), '--round-time', 'nan'], 2, 'above 0'),
     c('bench-unknown-peer', lambda i, w: ['bench', '--model', '26m', '--out', str(w / 'b'), '--peers', 'resnet999'],
       1, 'unknown timm model resnet999'),
+    c('bench-peer-crashes', lambda i, w: ['bench', '--model', '26m', '--out', str(w / 'b'), '--peers',
+                                          'vit_tiny_patch16_224', '--img-size', '64'], 1, 'does not run on 64 px'),
     c('bench-existing-out', lambda i, w: ['bench', '--model', '26m', '--out', str(w / 'out')], 1, '--overwrite',
       existing_folder),
     c('bench-img-size-0', lambda i, w: ['bench', '--out', str(w / 'b'), '--img-size', '0'], 2, 'from 32 to 4096'),

@@ -310,8 +310,13 @@ def benchmark(
     log(f"{env['cpu']}, {env['logical_cpus']} logical CPUs, {env['torch_threads']} torch threads, "
         f"torch {env['torch']}, timm {env['timm']}; load average {env['loadavg_start']}")
     madds = {}
-    for name in names:
-        madds[name] = count_madds(timm.create_model(name), (3, img_size, img_size))
+    for name in names:  # also a first forward of every model, before any timing
+        try:
+            madds[name] = count_madds(timm.create_model(name), (3, img_size, img_size))
+        except Exception as err:  # a peer that can't take this input size, or doesn't build
+            detail = ' '.join(str(err).split())[:160]
+            raise MobileFormerError(f'{name} does not run on {img_size} px images ({type(err).__name__}: {detail}): '
+                                    f'choose another peer or --img-size') from err
     log('MAdds (M): ' + ', '.join(f'{n} {madds[n] / 1e6:.1f}' for n in names))
 
     load = ForeignLoad()

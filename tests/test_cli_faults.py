@@ -582,3 +582,38 @@ def test_signal_mid_run_leaves_nothing(command, sig, inputs, tmp_path):
     assert lines[0].startswith(f'{PROG} {command}: error: ') and 'removed what was half-written' in lines[0], err
     assert list(work.iterdir()) == []  # neither the output, nor its staging name, nor the folder it created
     assert snapshot(inputs['folder']) == before
+
+
+# ---- the staging helper itself ----------------------------------------------------------------------------------
+
+@pytest.mark.parametrize('kind', ['file', 'dir'])
+@pytest.mark.parametrize('fault', [RuntimeError, KeyboardInterrupt])
+def test_staged_failure_keeps_the_old_output_and_leaves_nothing(tmp_path, kind, fault):
+    from timm_mobileformer.outputs import staged
+    out = tmp_path / ('old.txt' if kind == 'file' else 'old')
+    if kind == 'file':
+        out.write_text('old')
+    else:
+        out.mkdir()
+        (out / 'keep.txt').write_text('old')
+    before = snapshot(tmp_path)
+    with pytest.raises(fault):
+        with staged(out, kind, overwrite=True) as tmp:
+            (tmp / 'new.txt' if kind == 'dir' else tmp).write_text('half')
+            raise fault()
+    assert snapshot(tmp_path) == before
+    with pytest.raises(fault):
+        with staged(tmp_path / 'a' / 'b' / 'new.txt', 'file') as tmp:
+            tmp.write_text('half')
+            raise fault()
+    assert snapshot(tmp_path) == before  # the parents it created are gone too
+
+
+def test_staged_overwrite_replaces_a_folder_whole(tmp_path):
+    from timm_mobileformer.outputs import staged
+    out = tmp_path / 'out'
+    out.mkdir()
+    (out / 'stale.txt').write_text('old')
+    with staged(out, 'dir', overwrite=True) as tmp:
+        (tmp / 'new.txt').write_text('new')
+    assert [p.name for p in tmp_path.iterdir()] == ['out'] and [p.name for p in out.iterdir()] == ['new.txt']

@@ -172,27 +172,22 @@ def staged(path: PathLike, kind: str = 'file', overwrite: bool = False) -> Itera
             if not overwrite and not (kind == 'dir' and path.is_dir() and not any(path.iterdir())):
                 raise OutputError(f'{path} appeared while this command ran: nothing was replaced; '
                                   f'remove it or pass --overwrite')
+            if kind == 'file' and path.is_dir():
+                raise OutputError(f'{path} is an existing folder: nothing was replaced; give a file name')
             if path.is_dir() and not path.is_symlink():
-                old = path.with_name(f'.{path.name}.{secrets.token_hex(4)}.old')
+                old = path.with_name(f'.{path.name}.{secrets.token_hex(4)}{STAGING_MARK}-old')
                 os.rename(path, old)
-        try:
-            os.replace(stage, path)
-        except OSError:
-            if old is not None:
-                os.rename(old, path)
-                old = None
-            raise
-    except OSError as err:
+        os.replace(stage, path)
+    except BaseException as err:
         _remove(stage)
+        if old is not None and not path.exists():
+            os.rename(old, path)  # the replaced folder comes back
+            old = None
         _remove_created(created)
         if isinstance(err, OSError) and err.errno in (errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOSPC,
                                                       errno.EDQUOT):
             raise OutputError(f'cannot write {path} ({err.strerror}): nothing was written; choose another '
                               f'place or free some space') from err
-        raise
-    except BaseException:
-        _remove(stage)
-        _remove_created(created)
         raise
     if old is not None:
         shutil.rmtree(old, ignore_errors=True)

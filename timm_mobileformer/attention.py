@@ -27,7 +27,7 @@ from .errors import MobileFormerError
 from .hub import WeightsUnreachableError
 from .predict import labeller, read_image
 from .weights import create_from_checkpoint
-from .mobileformer import MobileFormer, MobileFormerBlock, MobileToFormer, FormerToMobile, model_cfgs
+from .mobileformer import MobileFormer, MobileFormerBlock, MobileToFormer, FormerToMobile
 
 __all__ = ['TokenAttention', 'record_attention', 'token_attention', 'render_attention_grid', 'GridLayout']
 

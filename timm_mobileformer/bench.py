@@ -31,7 +31,6 @@ from .errors import MobileFormerError
 from .info import count_madds
 from .mobileformer import model_cfgs, paper_results
 from .outputs import check_output, staged
-from .weights import resolve_model_name
 
 MODES = ('eager', 'channels_last', 'compile', 'fused', 'train')
 DEFAULT_MODES = ('eager', 'channels_last', 'fused', 'train')

@@ -10,7 +10,7 @@ import copy
 import importlib.util
 import os
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional
+from typing import Callable, Dict, List, Optional
 
 import torch
 import torch.nn as nn
@@ -20,7 +20,6 @@ import timm
 from .errors import MobileFormerError
 from .mobileformer import MobileFormer
 from .outputs import check_output, staged
-from .weights import resolve_model_name
 
 # The exported graph guards on a last feature map larger than 1 x 1, i.e. inputs of 33 px and more
 MIN_SIZE, MAX_SIZE = 64, 4096

@@ -12,8 +12,9 @@ import signal
 import subprocess
 import sys
 import time
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Callable, Dict, List, Optional
+from typing import Callable, Dict, Iterator, List, Optional
 
 import numpy as np
 import pytest
@@ -22,7 +23,6 @@ import torch
 from PIL import Image
 
 from cli_util import PROG, run_cli
-from conftest_hub import go_offline, one_torch_thread
 from timm_mobileformer.cli import main
 from timm_mobileformer.commands._common import PROG as COMMON_PROG
 from timm_mobileformer.errors import MobileFormerError
@@ -32,10 +32,30 @@ pytestmark = pytest.mark.usefixtures('single_thread')
 REPO_ROOT = Path(__file__).parent.parent
 
 
+@contextmanager
+def one_torch_thread() -> Iterator[None]:
+    """Tiny batches need no threads; on a shared 2-core machine two OpenMP threads thrash."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
+
+
 @pytest.fixture
 def single_thread():
     with one_torch_thread():
         yield
+
+
+def go_offline(monkeypatch: pytest.MonkeyPatch, cache: Path) -> None:
+    """huggingface_hub offline with its cache at `cache`, here and in subprocesses (as conftest_hub does)."""
+    from huggingface_hub import constants as hf_constants
+    monkeypatch.setattr(hf_constants, 'HF_HUB_OFFLINE', True)
+    monkeypatch.setattr(hf_constants, 'HF_HUB_CACHE', str(cache))
+    monkeypatch.setenv('HF_HUB_OFFLINE', '1')
+    monkeypatch.setenv('HF_HUB_CACHE', str(cache))
 
 
 class Payload:

@@ -10,6 +10,7 @@ Nothing here imports the model file: the model file imports this one for its cfg
 import functools
 import hashlib
 import socket
+import threading
 import shutil
 from contextlib import contextmanager
 from pathlib import Path
@@ -97,16 +98,25 @@ PROBE_TIMEOUT_S = 3.0
 
 
 def hub_reachable() -> bool:
-    """One TCP connection to the Hub endpoint (3 s at most), remembered for the process."""
+    """One TCP connection to the Hub endpoint, name lookup included, given 3 s at most; remembered for the
+    process."""
     global _hub_reachable
     if _hub_reachable is None:
-        host = urlparse(hf_constants.ENDPOINT).hostname or 'huggingface.co'
-        port = urlparse(hf_constants.ENDPOINT).port or (443 if hf_constants.ENDPOINT.startswith('https') else 80)
-        try:
-            socket.create_connection((host, port), timeout=PROBE_TIMEOUT_S).close()
-            _hub_reachable = True
-        except OSError:
-            _hub_reachable = False
+        url = urlparse(hf_constants.ENDPOINT)
+        address = (url.hostname or 'huggingface.co', url.port or (443 if url.scheme == 'https' else 80))
+        answer: list = []
+
+        def probe() -> None:
+            try:
+                socket.create_connection(address, timeout=PROBE_TIMEOUT_S).close()
+                answer.append(True)
+            except OSError:
+                answer.append(False)
+
+        thread = threading.Thread(target=probe, daemon=True)  # a stuck name lookup ignores socket timeouts
+        thread.start()
+        thread.join(PROBE_TIMEOUT_S)
+        _hub_reachable = bool(answer and answer[0])
     return _hub_reachable
 
 

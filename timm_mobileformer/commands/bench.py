@@ -18,7 +18,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_output_argument(parser, 'DIR', 'folder for bench.json and bench.png (it must not exist, or be empty, '
                                        'unless --overwrite)')
     parser.add_argument('--peers', nargs='*', default=list(DEFAULT_PEERS), metavar='NAME',
-                        help='timm models to compare with (none: no peers)')
+                        help='timm models to compare with; --peers alone for none')
     parser.add_argument('--batch-sizes', nargs='+', type=positive_int, default=[1, 32], metavar='N',
                         help='batch sizes to time')
     parser.add_argument('--modes', nargs='+', choices=MODES, default=list(DEFAULT_MODES),

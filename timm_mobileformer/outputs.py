@@ -92,7 +92,7 @@ def check_output(
     if not parent.is_dir():
         raise OutputError(f'{name}: {parent} is not a folder: choose another output')
     if not os.access(parent, os.W_OK | os.X_OK):
-        raise OutputError(f'{name}: {parent} is not writable for you: choose another output')
+        raise OutputError(f'{name}: cannot write in {parent} (no write permission for you): choose another output')
     try:  # the only sure test (a read-only mount, a special file system): create and remove a probe file
         fd, probe = tempfile.mkstemp(prefix='.timm-mobileformer-probe-', dir=parent)
         os.close(fd)

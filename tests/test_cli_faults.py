@@ -637,3 +637,15 @@ def test_staged_overwrite_replaces_a_folder_whole(tmp_path):
     with staged(out, 'dir', overwrite=True) as tmp:
         (tmp / 'new.txt').write_text('new')
     assert [p.name for p in tmp_path.iterdir()] == ['out'] and [p.name for p in out.iterdir()] == ['new.txt']
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason='root writes anywhere; the /proc cases cover this as root')
+def test_read_only_folder_is_refused_before_work(inputs, tmp_path, capsys):
+    locked = tmp_path / 'locked'
+    locked.mkdir()
+    locked.chmod(0o555)
+    try:
+        message = cli_error_line(['convert', str(inputs['mf26']), '--out', str(locked / 'out')], capsys)
+        assert 'cannot write in' in message and list(locked.iterdir()) == []
+    finally:
+        locked.chmod(0o755)

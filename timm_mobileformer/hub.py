@@ -7,21 +7,19 @@ published yet.
 
 Nothing here imports the model file: the model file imports this one for its cfgs.
 """
-import functools
 import hashlib
 import socket
-import threading
 import shutil
-from contextlib import contextmanager
+import threading
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
-from typing import Any, Callable, Dict, Iterator, Optional, Sequence, Union
+from typing import Any, Dict, Iterator, Optional, Sequence, Union
 from urllib.parse import urlparse
 
 from huggingface_hub import constants as hf_constants
 from huggingface_hub import try_to_load_from_cache
-from safetensors import SafetensorError
 from huggingface_hub.errors import EntryNotFoundError, HfHubHTTPError
-from timm.models import _hub as timm_hub
+from safetensors import SafetensorError
 from timm.models import resolve_pretrained_cfg
 
 from .errors import CheckpointError, MobileFormerError
@@ -120,51 +118,46 @@ def hub_reachable() -> bool:
     return _hub_reachable
 
 
-def _fail_fast(download: Callable[..., Any]) -> Callable[..., Any]:
-    """`download` (hf_hub_download), but from the local cache only when the Hub can't be reached."""
-    @functools.wraps(download)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        if hf_constants.HF_HUB_OFFLINE or hub_reachable():
-            return download(*args, **kwargs)
-        previous = hf_constants.HF_HUB_OFFLINE
-        hf_constants.HF_HUB_OFFLINE = True
-        try:
-            return download(*args, **kwargs)
-        finally:
-            hf_constants.HF_HUB_OFFLINE = previous
-    wrapper.fail_fast = True  # type: ignore[attr-defined]
-    return wrapper
+def _loads_from_hub(cfg: Any) -> bool:
+    """Whether timm will fetch this cfg's weights from the Hub (its order: a state dict, a file, the Hub)."""
+    return bool(cfg.hf_hub_id) and (cfg.source == 'hf-hub' or not (cfg.state_dict or cfg.file))
 
 
 @contextmanager
-def _downloads_fail_fast() -> Iterator[None]:
-    """Within the block, timm's Hub downloads skip the retries when the Hub is known to be unreachable."""
-    download = getattr(timm_hub, 'hf_hub_download', None)
-    if download is None or getattr(download, 'fail_fast', False):
-        yield
-        return
-    timm_hub.hf_hub_download = _fail_fast(download)
+def _offline() -> Iterator[None]:
+    """huggingface_hub's offline mode for the block: the cache only, no connection attempts."""
+    previous = hf_constants.HF_HUB_OFFLINE
+    hf_constants.HF_HUB_OFFLINE = True
     try:
         yield
     finally:
-        if getattr(timm_hub.hf_hub_download, 'fail_fast', False):
-            timm_hub.hf_hub_download = download
+        hf_constants.HF_HUB_OFFLINE = previous
 
 
 @contextmanager
 def explain_unreachable_weights(
         variant: str,
+        pretrained: bool = False,
         pretrained_cfg: Optional[Union[str, Dict[str, Any]]] = None,
         pretrained_cfg_overlay: Optional[Dict[str, Any]] = None,
 ) -> Iterator[None]:
-    """Turn the Hub's not-found / offline / connection errors into one WeightsUnreachableError (without the
-    chain of httpx errors behind it); pass others on. Takes the same cfg arguments as the model build, to
-    name the Hub repo it tried."""
+    """Build a model inside this block: Hub weights that can't be had become one WeightsUnreachableError.
+
+    Takes the build's own arguments, to name the Hub repo. When the Hub can't be reached (one probe per
+    process), the weights come from the local cache alone, and a missing one fails at once instead of after
+    ~23 s of huggingface_hub's retries. A damaged cached file is a CheckpointError that names it.
+    """
+    cfg = resolve_pretrained_cfg(variant, pretrained_cfg, pretrained_cfg_overlay)
+    repo_id = cfg.hf_hub_id
+    from_hub = pretrained and _loads_from_hub(cfg)
+    cache_only = from_hub and not hf_constants.HF_HUB_OFFLINE and not hub_reachable()
+    if cache_only and not isinstance(try_to_load_from_cache(repo_id, cfg.hf_hub_filename or WEIGHTS_FILENAME), str):
+        reason = f'no connection to {urlparse(hf_constants.ENDPOINT).hostname}'
+        raise WeightsUnreachableError(unreachable_message(variant, repo_id, reason), variant, repo_id, reason)
     try:
-        with _downloads_fail_fast():
+        with _offline() if cache_only else nullcontext():
             yield
     except SafetensorError as err:  # a damaged file in the Hub cache: say which, and how to get a fresh one
-        repo_id = resolve_pretrained_cfg(variant, pretrained_cfg, pretrained_cfg_overlay).hf_hub_id
         cached = try_to_load_from_cache(repo_id, WEIGHTS_FILENAME) if repo_id else None
         where = cached if isinstance(cached, str) else f'the Hub cache of {repo_id}'
         raise CheckpointError(f'{where}: not a readable safetensors file ({" ".join(str(err).split())}): the '
@@ -172,10 +165,7 @@ def explain_unreachable_weights(
     except (EntryNotFoundError, HfHubHTTPError, ConnectionError, OSError) as err:
         if not _is_hub_error(err):
             raise
-        repo_id = resolve_pretrained_cfg(variant, pretrained_cfg, pretrained_cfg_overlay).hf_hub_id
         reason = type(err).__name__
-        if _hub_reachable is False:
-            reason += f', no connection to {urlparse(hf_constants.ENDPOINT).hostname}'
         error = WeightsUnreachableError(unreachable_message(variant, repo_id, reason), variant, repo_id, reason)
         error.hub_error = err  # the original, for debugging
         raise error from None

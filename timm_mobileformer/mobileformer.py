@@ -1191,7 +1191,7 @@ default_cfgs = generate_default_cfgs({
 def _create_mobileformer(variant: str, pretrained: bool = False, **kwargs: Any) -> MobileFormer:
     out_indices = kwargs.pop('out_indices', (0, 1, 2, 3, 4))
     overlay = kwargs.get('pretrained_cfg_overlay')
-    with explain_unreachable_weights(variant, kwargs.get('pretrained_cfg'), overlay), \
+    with explain_unreachable_weights(variant, pretrained, kwargs.get('pretrained_cfg'), overlay), \
             allow_checkpoint_globals((overlay or {}).get('file')):
         return build_model_with_cfg(
             MobileFormer,

@@ -4,6 +4,7 @@ from pathlib import Path
 import httpx2
 import pytest
 import timm
+import timm_mobileformer.hub
 import torch
 from huggingface_hub.errors import RepositoryNotFoundError
 
@@ -118,6 +119,7 @@ def test_unpublished_repo_names_hub_id_and_ways_out(monkeypatch):
         raise RepositoryNotFoundError('404', response=httpx2.Response(404, request=httpx2.Request('HEAD', url)))
 
     monkeypatch.setattr(timm.models._hub, 'hf_hub_download', repo_not_found)
+    monkeypatch.setattr(timm_mobileformer.hub, '_hub_reachable', True)  # the Hub answers, the repo does not exist
     for name in ('mobileformer_26m', 'mobileformer_26m.in1k'):
         with pytest.raises(WeightsUnreachableError) as excinfo:
             timm.create_model(name, pretrained=True)

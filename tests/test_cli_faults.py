@@ -532,9 +532,6 @@ def test_api_unreachable_hub_fails_fast_without_offline_mode(tmp_path, monkeypat
     assert hf_constants.HF_HUB_OFFLINE is False
 
 
-MODEL_SIDE = pytest.mark.xfail(strict=False, reason='model-side, lead')
-
-
 @pytest.fixture(scope='module')
 def small_model():
     torch.manual_seed(0)
@@ -542,20 +539,17 @@ def small_model():
         return timm.create_model('mobileformer_26m')
 
 
-@MODEL_SIDE
 def test_api_empty_batch(small_model):
     with pytest.raises(ValueError, match='empty batch|batch size 0'):
         small_model.eval()(torch.zeros(0, 3, 64, 64))
 
 
-@MODEL_SIDE
 @pytest.mark.parametrize('dtype', [torch.float64, torch.float16])
 def test_api_other_float_dtypes(small_model, dtype):
     with pytest.raises(TypeError, match='float32'):
         small_model.eval()(torch.zeros(1, 3, 64, 64, dtype=dtype))
 
 
-@MODEL_SIDE
 def test_api_train_mode_batch_of_one(small_model):
     with pytest.raises(ValueError, match='batch of one|batch size 1'):
         small_model.train()(torch.zeros(1, 3, 64, 64))

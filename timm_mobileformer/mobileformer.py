@@ -40,8 +40,9 @@ BlockCfg = Tuple[str, float, int, int]
 
 
 @register_notrace_function
-def check_image_batch(x: torch.Tensor, in_chans: int) -> None:
-    """Fail early, with what was expected, on input that is not a float (N, C, H, W) image batch."""
+def check_image_batch(x: torch.Tensor, in_chans: int, dtype: torch.dtype) -> None:
+    """Fail early, with what was expected, on input that is not a non-empty (N, C, H, W) image batch of the
+    weights' float dtype (under autocast, any float dtype)."""
     if x.ndim != 4:
         raise ValueError(
             f'MobileFormer expects a 4-D image batch (N, {in_chans}, H, W); got a {x.ndim}-D tensor of shape '
@@ -50,10 +51,25 @@ def check_image_batch(x: torch.Tensor, in_chans: int) -> None:
         raise ValueError(
             f'MobileFormer was built for {in_chans} input channels; got {x.shape[1]} (shape {tuple(x.shape)}). '
             f'Pass in_chans={x.shape[1]} to timm.create_model, or convert the images.')
+    if x.shape[0] == 0:
+        raise ValueError(f'MobileFormer got an empty batch (batch size 0, shape {tuple(x.shape)}): pass at least '
+                         f'one image.')
     if not x.is_floating_point():
         raise TypeError(
             f'MobileFormer expects a floating point image batch; got dtype {x.dtype}. '
             f'Normalise the images first, e.g. x.float() / 255 then the mean/std of the model\'s pretrained_cfg.')
+    if x.dtype != dtype and not torch.is_autocast_enabled(x.device.type):
+        raise TypeError(
+            f'MobileFormer\'s weights are {dtype}; got a {x.dtype} batch. Convert the batch with x.to({dtype}), '
+            f'or the model with model.to({x.dtype}), or run under torch.autocast.')
+
+
+@register_notrace_function
+def check_batch_statistics(x: torch.Tensor, training: bool) -> None:
+    """In train mode the head's BatchNorm1d needs two or more images; say so instead of torch's message."""
+    if training and x.shape[0] == 1:
+        raise ValueError('MobileFormer got a batch of one in train mode, where the head\'s BatchNorm1d needs at '
+                         'least 2 images: call model.eval() for inference, or train with a larger batch.')
 
 
 class ChannelShuffle(nn.Module):
@@ -688,6 +704,8 @@ class MobileFormerHead(nn.Module):
     def forward(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
         if self.global_pool.is_identity():
             return x
+        if not torch.jit.is_scripting():
+            check_batch_statistics(x, self.training)
         local = self.local_act(self.global_pool(x[:, :self.local_chs]))
         x = self.pre_logits(torch.cat([local, x[:, self.local_chs:, 0, 0]], dim=1))
         x = self.drop(x)
@@ -888,7 +906,7 @@ class MobileFormer(nn.Module):
         """
         assert output_fmt == 'NCHW', 'Output format must be NCHW.'
         if not torch.jit.is_scripting():
-            check_image_batch(x, self.in_chans)
+            check_image_batch(x, self.in_chans, self.stem.conv.weight.dtype)
         take_indices, max_index = feature_take_indices(len(self.stage_ends), indices)
         take_after = [self.stage_ends[i] for i in take_indices]
         last_block = self.stage_ends[max_index] if stop_early else len(self.blocks)
@@ -939,7 +957,7 @@ class MobileFormer(nn.Module):
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         if not torch.jit.is_scripting():
-            check_image_batch(x, self.in_chans)
+            check_image_batch(x, self.in_chans, self.stem.conv.weight.dtype)
         x = self.stem(x)
         tokens = self._init_tokens(x)
         for block in self.blocks:

@@ -10,7 +10,8 @@ from timm.utils import reparameterize_model
 
 from official import GOLDEN_VARIANTS, golden_inputs, official_state_dict
 from timm_mobileformer.attention import token_attention
-from timm_mobileformer.mobileformer import DynamicReLU, dynamic_relu, model_cfgs
+from timm_mobileformer.layers.ops import dynamic_relu
+from timm_mobileformer.mobileformer import DynamicReLU, model_cfgs
 
 VARIANTS = [v[len('mobileformer_'):] for v in model_cfgs]
 CL = torch.channels_last

@@ -27,7 +27,8 @@ from .errors import MobileFormerError
 from .hub import WeightsUnreachableError
 from .predict import labeller, read_image
 from .weights import create_from_checkpoint
-from .mobileformer import MobileFormer, MobileFormerBlock, MobileToFormer, FormerToMobile
+from .layers.fused import FusedFormerToMobile, FusedMobileToFormer
+from .mobileformer import FormerToMobile, MobileFormer, MobileFormerBlock, MobileToFormer
 
 __all__ = ['TokenAttention', 'record_attention', 'token_attention', 'render_attention_grid', 'GridLayout']
 
@@ -78,9 +79,9 @@ def record_attention(model: nn.Module) -> Iterator[TokenAttention]:
     maps = TokenAttention()
     handles = []
     for name, module in model.named_modules():
-        if isinstance(module, MobileToFormer):
+        if isinstance(module, (MobileToFormer, FusedMobileToFormer)):
             store = maps.mobile_to_former
-        elif isinstance(module, FormerToMobile):
+        elif isinstance(module, (FormerToMobile, FusedFormerToMobile)):
             store = maps.former_to_mobile
         else:
             continue

@@ -17,6 +17,8 @@ import torch.nn as nn
 from torch.export import Dim, ExportedProgram
 
 import timm
+from timm.models import reparameterize_model
+
 from .errors import MobileFormerError
 from .mobileformer import MobileFormer
 from .outputs import check_output, staged
@@ -26,15 +28,10 @@ MIN_SIZE, MAX_SIZE = 64, 4096
 
 
 def inference_form(model: nn.Module) -> nn.Module:
-    """An eval copy of `model`, fused and NCHW when it is a Mobile-Former, with plain contiguous weights
-    (an exported graph gains nothing from the eager CPU layouts `fuse()` picks)."""
-    model = copy.deepcopy(model).eval()
-    if isinstance(model, MobileFormer):
-        model.fuse(channels_last=False)
-        with torch.no_grad():
-            for param in model.parameters():
-                param.data = param.data.contiguous()
-    return model
+    """An eval copy of `model` in its inference form for export: timm's `reparameterize_model` replaces each
+    part by its folded form, with plain NCHW weights (the eager CPU layouts of `MobileFormer.fuse()` are
+    never applied, so there is nothing to undo)."""
+    return reparameterize_model(copy.deepcopy(model).eval(), inplace=True)
 
 
 def dynamic_shapes() -> Dict[str, Dict[int, Dim]]:

@@ -19,18 +19,19 @@ from typing import Any, Dict, List, Optional, Sequence, Set, Tuple, Union
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from torch.autograd.function import once_differentiable
 
 from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 from timm.layers import ClassifierHead, ConvNormAct, DropPath, SelectAdaptivePool2d, get_device_dtype
-from timm.models import build_model_with_cfg, generate_default_cfgs, register_model, register_notrace_function
-from timm.models._features import feature_take_indices
-from timm.models._manipulate import checkpoint, reparameterize_model
+from timm.models import (
+    build_model_with_cfg, checkpoint, generate_default_cfgs, register_model, register_notrace_function,
+    reparameterize_model,
+)
 
 from .errors import CheckpointError
 from .hub import (
     AUTHORS_CHECKPOINT_URLS, WEIGHTS_FILENAME, WEIGHTS_LICENSE, authors_filename, explain_unreachable_weights, hub_id,
 )
+from .layers import fused, ops
 from .pickles import allow_checkpoint_globals
 
 __all__ = ['MobileFormer']
@@ -72,100 +73,42 @@ def check_batch_statistics(x: torch.Tensor, training: bool) -> None:
                          'least 2 images: call model.eval() for inference, or train with a larger batch.')
 
 
-class ChannelShuffle(nn.Module):
-    """ShuffleNet channel shuffle: view channels as (groups, C // groups), transpose, flatten.
+def feature_indices(num_taps: int, indices: Optional[Union[int, List[int]]] = None) -> Tuple[List[int], int]:
+    """timm's feature-tap selection: all taps for None, the last n for an int, those listed (negative from the
+    end) for a sequence. Returns the absolute indices and the largest."""
+    if indices is None:
+        indices = num_taps
+    if isinstance(indices, int):
+        if not 0 < indices <= num_taps:
+            raise ValueError(f'last-n ({indices}) is out of range (1 to {num_taps})')
+        taken = [num_taps - indices + i for i in range(indices)]
+    else:
+        taken: List[int] = []
+        for i in indices:
+            idx = num_taps + i if i < 0 else i
+            if not 0 <= idx < num_taps:
+                raise ValueError(f'feature index {idx} is out of range (0 to {num_taps - 1})')
+            taken.append(idx)
+    return taken, max(taken)
 
-    Eager runs PyTorch's native kernel: one copy, and channels_last stays channels_last. Traced graphs
-    (torch.compile, torch.export) get plain views and a reshape, because the native op's fake-tensor strides
-    disagree with its output on channels_last input.
-    """
+
+class ChannelShuffle(nn.Module):
+    """ShuffleNet channel shuffle: view channels as (groups, C // groups), transpose, flatten."""
 
     def __init__(self, groups: int):
         super().__init__()
         self.groups = groups
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if not torch.jit.is_scripting():
-            if torch.compiler.is_compiling():
-                b, c, h, w = x.shape
-                return x.reshape(b, self.groups, c // self.groups, h, w).transpose(1, 2).reshape(b, c, h, w)
-        return F.channel_shuffle(x, self.groups)
-
-
-def fold_batchnorm(
-        weight: torch.Tensor,
-        bias: Optional[torch.Tensor],
-        bn: nn.modules.batchnorm._BatchNorm,
-) -> Tuple[torch.Tensor, torch.Tensor]:
-    """Weight and bias of a conv or linear whose output goes through BatchNorm in eval mode, with the
-    BatchNorm (running statistics and affine) folded in: out channel i is scaled and shifted."""
-    assert bn.running_mean is not None and bn.running_var is not None, 'BatchNorm without running statistics'
-    scale = torch.rsqrt(bn.running_var + bn.eps)
-    shift = -bn.running_mean * scale
-    if bn.affine:
-        scale, shift = scale * bn.weight, shift * bn.weight + bn.bias
-    if bias is not None:
-        shift = shift + bias * scale
-    return weight * scale.reshape(-1, *([1] * (weight.ndim - 1))), shift
-
-
-class FoldedConv(nn.Conv2d):
-    """The inference form of `ConvNorm`: one conv whose bias carries the folded BatchNorm, then ReLU6 if any.
-
-    Two CPU kernel choices, measured on channels_last input (eager only; traced graphs get the plain conv):
-    a 1x1 ungrouped conv on a single image runs as a matrix product over the pixels, which beats both of
-    torch's 1x1 conv kernels at batch 1; a depthwise conv with a channel multiplier on a map of at most
-    28x28 pixels first repeats each input channel (a copy that stays channels_last) and then runs as a plain
-    depthwise conv, which oneDNN does far faster than the multiplier form.
-    """
-    max_repeat_pixels = 28 * 28
-
-    def __init__(self, *args: Any, relu6: bool = False, **kwargs: Any):
-        super().__init__(*args, **kwargs)
-        self.relu6 = relu6
-        self.pointwise = self.kernel_size == (1, 1) and self.stride == (1, 1) and self.groups == 1
-        self.multiplier = self.out_channels // self.in_channels if self.groups == self.in_channels else 1
-
-    def _channels_last(self, x: torch.Tensor) -> bool:
-        if torch.jit.is_tracing() or torch.compiler.is_compiling():
-            return False
-        return x.device.type == 'cpu' and not x.is_contiguous() and x.is_contiguous(memory_format=torch.channels_last)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if torch.jit.is_scripting() or not self._channels_last(x):
-            x = super().forward(x)
-        elif self.pointwise and x.shape[0] == 1:
-            x = F.linear(x.permute(0, 2, 3, 1), self.weight.flatten(1), self.bias).permute(0, 3, 1, 2)
-        elif self.multiplier > 1 and x.shape[2] * x.shape[3] <= self.max_repeat_pixels:
-            b, c, h, w = x.shape
-            x = x.permute(0, 2, 3, 1).unsqueeze(-1).expand(b, h, w, c, self.multiplier)
-            x = x.reshape(b, h, w, self.out_channels).permute(0, 3, 1, 2)
-            x = F.conv2d(x, self.weight, self.bias, self.stride, self.padding, self.dilation, self.out_channels)
-        else:
-            x = super().forward(x)
-        return F.hardtanh_(x, 0., 6.) if self.relu6 else x
-
-    def extra_repr(self) -> str:
-        return super().extra_repr() + (', relu6=True' if self.relu6 else '')
+        return ops.channel_shuffle(x, self.groups)
 
 
 class ConvNorm(ConvNormAct):
     """timm's ConvNormAct (bias-free conv, BatchNorm, optional static activation) that can fold into one conv."""
 
-    @torch.no_grad()
-    def fuse(self) -> FoldedConv:
+    def fuse(self) -> nn.Module:
         """The inference form: one conv with the BatchNorm (and the ReLU6, if any) folded in."""
-        conv, act = self.conv, self.bn.act
-        assert isinstance(act, (nn.Identity, nn.ReLU6)), f'no inference form for {type(act).__name__}'
-        fused = FoldedConv(
-            conv.in_channels, conv.out_channels, conv.kernel_size, conv.stride, conv.padding, conv.dilation,
-            conv.groups, bias=True, relu6=isinstance(act, nn.ReLU6), device=conv.weight.device,
-            dtype=conv.weight.dtype,
-        )
-        weight, bias = fold_batchnorm(conv.weight, conv.bias, self.bn)
-        fused.weight.copy_(weight)
-        fused.bias.copy_(bias)
-        return fused.train(self.training)
+        return fused.fold_conv_norm(self)
 
 
 def conv_norm(
@@ -185,117 +128,6 @@ def conv_norm(
     )
 
 
-def split_heads(x: torch.Tensor, num_heads: int) -> torch.Tensor:
-    """(B, N, C) -> (B, heads, N, C // heads), channels split into contiguous groups."""
-    b, n, c = x.shape
-    return x.reshape(b, n, num_heads, c // num_heads).transpose(1, 2)
-
-
-def merge_heads(x: torch.Tensor) -> torch.Tensor:
-    """(B, heads, N, c) -> (B, N, heads * c)."""
-    b, h, n, c = x.shape
-    return x.transpose(1, 2).reshape(b, n, h * c)
-
-
-def pixel_heads(x: torch.Tensor, num_heads: int) -> torch.Tensor:
-    """(B, C, H, W) -> (B, heads, C // heads, H * W): a view of a contiguous NCHW map, a copy otherwise."""
-    b, c, h, w = x.shape
-    return x.reshape(b, num_heads, c // num_heads, h * w)
-
-
-def _prefers_nchw(x: torch.Tensor) -> bool:
-    return x.is_contiguous() or not x.is_contiguous(memory_format=torch.channels_last)
-
-
-def _scaled(x: torch.Tensor, scale: float) -> torch.Tensor:
-    return x if scale == 1. else x * scale
-
-
-@register_notrace_function
-def tokens_read_pixels(q: torch.Tensor, x: torch.Tensor, scale: float) -> torch.Tensor:
-    """Every token's attention readout of the map x, softmax over the H * W pixels: (B, heads, M, c).
-
-    q is (B, heads, M, c); the keys and values are x itself, split into contiguous channel groups. An NCHW
-    map is read in place by two matmuls (scale applied to the small q, not to the scores); a channels_last
-    map is already pixel-major, so scaled_dot_product_attention reads it in place instead.
-    """
-    if _prefers_nchw(x):
-        pixels = pixel_heads(x, q.shape[1])
-        return torch.softmax(_scaled(q, scale) @ pixels, dim=-1) @ pixels.transpose(-1, -2)
-    b, heads, _, c = q.shape
-    pixels = x.permute(0, 2, 3, 1).reshape(b, -1, heads, c).transpose(1, 2)
-    return F.scaled_dot_product_attention(q, pixels, pixels, scale=scale)
-
-
-@register_notrace_function
-def pixels_read_tokens(x: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: float, add: bool) -> torch.Tensor:
-    """Every pixel's attention readout of the tokens, softmax over the M tokens, shaped like x; x + it if `add`.
-
-    k and v are (B, heads, M, c); the queries are x itself. On an NCHW map both matmuls run per head on x
-    viewed (B * heads, c, H * W), the softmax runs over a short strided axis and the residual add rides on
-    the second matmul. A channels_last map is read as one (H * W, C) matrix per image, with the heads as
-    block-diagonal keys and values: twice the (small) attention MAdds, but no transposed copy of the map.
-    """
-    b, heads, m, c = k.shape
-    if _prefers_nchw(x):
-        pixels = x.reshape(b * heads, c, -1)
-        attn = torch.softmax(torch.bmm(_scaled(k, scale).reshape(b * heads, m, c), pixels), dim=-2)
-        v_t = v.reshape(b * heads, m, c).transpose(1, 2)
-        out = torch.baddbmm(pixels, v_t, attn) if add else torch.bmm(v_t, attn)
-        return out.reshape(x.shape)
-    blocks = torch.eye(heads, dtype=k.dtype, device=k.device).reshape(1, heads, 1, heads, 1)
-    k_bd = (_scaled(k, scale).unsqueeze(3) * blocks).reshape(b, heads * m, heads * c)
-    v_bd = (v.unsqueeze(3) * blocks).reshape(b, heads * m, heads * c)
-    pixels = x.permute(0, 2, 3, 1).reshape(b, -1, heads * c)  # a view: (B, H * W, C)
-    attn = torch.softmax(torch.bmm(k_bd, pixels.transpose(1, 2)).reshape(b, heads, m, -1), dim=-2)
-    attn_t = attn.reshape(b, heads * m, -1).transpose(1, 2)
-    out = torch.baddbmm(pixels, attn_t, v_bd) if add else torch.bmm(attn_t, v_bd)
-    return out.reshape(b, x.shape[2], x.shape[3], -1).permute(0, 3, 1, 2)
-
-
-class _DynamicReLUFunction(torch.autograd.Function):
-    """kpos * prelu(x, kneg / kpos) with its own backward: autograd's would run prelu's backward, which writes
-    a per-element slope gradient and broadcasts per-sample slopes slowly, then a multiply's backward."""
-
-    @staticmethod
-    def forward(ctx, x: torch.Tensor, kpos: torch.Tensor, kneg: torch.Tensor) -> torch.Tensor:
-        ctx.save_for_backward(x, kpos, kneg)
-        return torch._prelu_kernel(x, kneg / kpos).mul_(kpos)
-
-    @staticmethod
-    @once_differentiable
-    def backward(ctx, grad: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Slope gradients as sums of grad * x over the pixels where x > 0 and over all; one scratch buffer
-        serves every full-size product (fresh large buffers cost page faults)."""
-        x, kpos, kneg = ctx.saved_tensors
-        grad_pos = torch.ops.aten.threshold_backward(grad, x, 0.)  # grad where x > 0, else 0
-        scratch = torch.mul(grad_pos, x)
-        d_pos = scratch.sum((2, 3), keepdim=True)
-        d_neg = torch.mul(grad, x, out=scratch).sum((2, 3), keepdim=True) - d_pos
-        grad_x = grad_pos.mul_(kpos - kneg).add_(torch.mul(grad, kneg, out=scratch))
-        return grad_x, d_pos, d_neg
-
-
-@register_notrace_function
-def dynamic_relu(x: torch.Tensor, k1: torch.Tensor, k2: torch.Tensor, min_slope: float = 1e-12) -> torch.Tensor:
-    """max(k1 * x, k2 * x) with per-sample, per-channel slopes (B, C, 1, 1), as kpos * prelu(x, kneg / kpos).
-
-    Two passes over x instead of three (the second in place when nothing needs its input), and with
-    autograd a backward of a few plain passes instead of `maximum`'s tie handling. Equal to the max form up
-    to float rounding; kpos is floored at `min_slope` so that kneg / kpos stays finite (where kpos is 0 that
-    leaves 1e-12 * x for x > 0). At the measure-zero ties (x == 0) the gradient is kneg's, not the average.
-    """
-    kpos = torch.maximum(k1, k2).clamp_min(min_slope)
-    kneg = torch.minimum(k1, k2)
-    if not torch.jit.is_scripting():
-        if torch.compiler.is_exporting():  # portable ops: ONNX Runtime's PRelu cannot broadcast (B, C, 1, 1)
-            return torch.where(x > 0, x, x * (kneg / kpos)) * kpos
-        if torch.is_grad_enabled():
-            return _DynamicReLUFunction.apply(x, kpos, kneg)
-    y = torch._prelu_kernel(x, kneg / kpos)
-    return y * kpos if torch.is_grad_enabled() else y.mul_(kpos)
-
-
 class DynamicReLU(nn.Module):
     """Two-slope dynamic ReLU, y = max(k1 * x, k2 * x) per channel, with k1 in [0, 2] and k2 in [-1, 1].
 
@@ -307,33 +139,23 @@ class DynamicReLU(nn.Module):
         dd = {'device': device, 'dtype': dtype}
         super().__init__()
         self.channels = channels
-        self.fused = False
         self.fc1 = nn.Linear(token_dim, token_dim // reduction, **dd)
         self.fc2 = nn.Linear(token_dim // reduction, 2 * channels, **dd)
 
     def slopes(self, token: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
-        """Per-sample, per-channel slopes (k1, k2), each (B, C, 1, 1), from token (B, d).
-
-        k1 = 2 a and k2 = 2 b - 1 for (a, b) = hard_sigmoid(MLP(token)); in the fused form fc2 is rescaled
-        so that a clamp to [0, 2] gives (2 a, 2 b) directly.
-        """
-        z = self.fc2(F.relu(self.fc1(token)))
-        k = z.clamp(0., 2.) if self.fused else F.hardsigmoid(z) * 2.
+        """Per-sample, per-channel slopes (k1, k2), each (B, C, 1, 1), from token (B, d):
+        k1 = 2 a and k2 = 2 b - 1 for (a, b) = hard_sigmoid(MLP(token))."""
+        k = F.hardsigmoid(self.fc2(F.relu(self.fc1(token)))) * 2.
         k1, k2 = k.reshape(k.shape[0], 2, self.channels, 1, 1).unbind(1)
         return k1, k2 - 1.
 
     def forward(self, x: torch.Tensor, token: torch.Tensor) -> torch.Tensor:
         k1, k2 = self.slopes(token)
-        return dynamic_relu(x, k1, k2)
+        return ops.dynamic_relu(x, k1, k2)  # max(k1 * x, k2 * x)
 
-    @torch.no_grad()
-    def fuse(self) -> 'DynamicReLU':
-        """Fold the hard sigmoid's affine part and the factor 2 into fc2: 2 * hsig(z) = clamp(z / 3 + 1, 0, 2)."""
-        if not self.fused:
-            self.fc2.weight.div_(3.)
-            self.fc2.bias.div_(3.).add_(1.)
-            self.fused = True
-        return self
+    def fuse(self) -> nn.Module:
+        """The inference form: the hard sigmoid's affine part and the factor 2 folded into fc2."""
+        return fused.fold_dynamic_relu(self)
 
 
 class MobileToFormer(nn.Module):
@@ -357,7 +179,6 @@ class MobileToFormer(nn.Module):
         super().__init__()
         self.num_heads = num_heads
         self.scale = (in_chs // num_heads) ** -0.5
-        self.fused = False
         self.gate = nn.Linear(token_dim, in_chs, **dd)
         self.q = nn.Linear(token_dim, in_chs, **dd)
         self.proj = nn.Linear(in_chs, token_dim, **dd)
@@ -366,26 +187,18 @@ class MobileToFormer(nn.Module):
 
     def attention(self, x: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
         """Attention of each token over the pixels of x: (B, heads, M, H * W), rows sum to 1."""
-        q = split_heads(self.q(tokens), self.num_heads) * self.scale
-        return torch.softmax(q @ pixel_heads(x, self.num_heads), dim=-1)
+        q = ops.split_heads(self.q(tokens), self.num_heads)
+        return torch.softmax(q @ ops.pixel_heads(x, self.num_heads) * self.scale, dim=-1)
 
     def forward(self, x: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
-        out = merge_heads(tokens_read_pixels(split_heads(self.q(tokens), self.num_heads), x, self.scale))
-        gate = self.gate(tokens)
-        out = out * (gate.clamp(0., 2.) if self.fused else F.hardsigmoid(gate) * 2.)
+        q = ops.split_heads(self.q(tokens), self.num_heads)
+        out = ops.merge_heads(ops.tokens_read_pixels(q, x, self.scale))  # softmax(q xᵀ * scale) x
+        out = out * F.hardsigmoid(self.gate(tokens)) * 2.
         return self.norm(tokens + self.drop_path(self.proj(out)))
 
-    @torch.no_grad()
-    def fuse(self) -> 'MobileToFormer':
-        """Fold the attention scale into q and the gate's 2 * hard_sigmoid affine part into gate."""
-        if not self.fused:
-            self.q.weight.mul_(self.scale)
-            self.q.bias.mul_(self.scale)
-            self.scale = 1.
-            self.gate.weight.div_(3.)
-            self.gate.bias.div_(3.).add_(1.)
-            self.fused = True
-        return self
+    def fuse(self) -> nn.Module:
+        """The inference form: the attention scale folded into q, the gate's 2 * hard_sigmoid into gate."""
+        return fused.fold_mobile_to_former(self)
 
 
 class Former(nn.Module):
@@ -419,9 +232,10 @@ class Former(nn.Module):
         self.drop_path = DropPath(drop_path) if drop_path > 0. else nn.Identity()
 
     def forward(self, tokens: torch.Tensor) -> torch.Tensor:
-        kv = split_heads(tokens, self.num_heads)
-        out = F.scaled_dot_product_attention(split_heads(self.q(tokens), self.num_heads), kv, kv, scale=self.scale)
-        tokens = self.norm1(tokens + self.drop_path(self.proj(merge_heads(out))))
+        kv = ops.split_heads(tokens, self.num_heads)
+        q = ops.split_heads(self.q(tokens), self.num_heads)
+        out = F.scaled_dot_product_attention(q, kv, kv, scale=self.scale)  # softmax(q kᵀ * scale) v
+        tokens = self.norm1(tokens + self.drop_path(self.proj(ops.merge_heads(out))))
         return self.norm2(tokens + self.fc2(self.act(self.fc1(tokens))))
 
 
@@ -451,23 +265,20 @@ class FormerToMobile(nn.Module):
 
     def attention(self, x: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
         """Attention of each pixel over the tokens, laid out (B, heads, M, H * W); columns sum to 1."""
-        k = split_heads(self.k(tokens), self.num_heads) * self.scale
-        return torch.softmax(k @ pixel_heads(x, self.num_heads), dim=-2)
+        k = ops.split_heads(self.k(tokens), self.num_heads)
+        return torch.softmax(k @ ops.pixel_heads(x, self.num_heads) * self.scale, dim=-2)
 
     def forward(self, x: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
-        k = split_heads(self.k(tokens), self.num_heads)
-        v = split_heads(self.v(tokens), self.num_heads)
+        k = ops.split_heads(self.k(tokens), self.num_heads)
+        v = ops.split_heads(self.v(tokens), self.num_heads)
+        # every pixel p of x reads softmax(p kᵀ * scale) v over the tokens
         if isinstance(self.drop_path, nn.Identity) or not self.training:
-            return pixels_read_tokens(x, k, v, self.scale, add=True)
-        return x + self.drop_path(pixels_read_tokens(x, k, v, self.scale, add=False))
+            return ops.pixels_add_tokens(x, k, v, self.scale)
+        return x + self.drop_path(ops.pixels_read_tokens(x, k, v, self.scale))
 
-    @torch.no_grad()
-    def fuse(self) -> 'FormerToMobile':
-        """Fold the attention scale into k."""
-        self.k.weight.mul_(self.scale)
-        self.k.bias.mul_(self.scale)
-        self.scale = 1.
-        return self
+    def fuse(self) -> nn.Module:
+        """The inference form: the attention scale folded into k."""
+        return fused.fold_former_to_mobile(self)
 
 
 class LiteBottleneck(nn.Module):
@@ -711,15 +522,10 @@ class MobileFormerHead(nn.Module):
         x = self.drop(x)
         return x if pre_logits else self.fc(x)
 
-    @torch.no_grad()
     def fuse(self) -> 'MobileFormerHead':
         """Fold the pre-logits BatchNorm1d into the FC ahead of it (an Identity takes its place)."""
-        norm = self.pre_logits.norm
-        if isinstance(norm, nn.BatchNorm1d):
-            fc = self.pre_logits.fc
-            weight, bias = fold_batchnorm(fc.weight, fc.bias, norm)
-            fc.weight.copy_(weight)
-            fc.bias.copy_(bias)
+        if isinstance(self.pre_logits.norm, nn.BatchNorm1d):
+            self.pre_logits.fc = fused.fold_head_norm(self.pre_logits.fc, self.pre_logits.norm)
             self.pre_logits.norm = nn.Identity()
         return self
 
@@ -832,24 +638,16 @@ class MobileFormer(nn.Module):
     def fuse(self, channels_last: bool = True) -> 'MobileFormer':
         """Turn this model, in place, into its inference form and return it; calling it again changes nothing.
 
-        Every BatchNorm is folded into the conv or linear ahead of it (convs become `FoldedConv`), the
-        attention scales into the query and key projections, and the hard sigmoids' affine parts into the
-        layers that feed them; the token-side linear weights are stored (in, out)-major. With `channels_last`
-        the conv weights are stored channels_last, so the network runs channels_last (the faster layout for
-        CPU convolutions) even on NCHW input; feature maps then come out channels_last. Eval outputs stay the
-        same to float32 rounding; `forward_features`, `forward_intermediates` and `features_only` work as
-        before. Training after fusing is not supported: the BatchNorms are gone. timm's
-        `reparameterize_model` reaches the same values through the `fuse()` of the parts, without the
-        channels_last and (in, out)-major weight layouts.
+        Every part with a `fuse()` is replaced by its inference form (layers/fused.py): BatchNorms folded into
+        the convs and linears ahead of them, attention scales into the query and key projections, the hard
+        sigmoids' affine parts into the layers that feed them. Then the weights are stored where eager CPU
+        kernels read them fastest (`fused.cpu_layouts`; with `channels_last` the network runs channels_last,
+        and feature maps come out so). Eval outputs stay the same to float32 rounding. Training after fusing
+        is not supported: the BatchNorms are gone. timm's `reparameterize_model` gives the same values
+        without the weight layouts.
         """
         reparameterize_model(self, inplace=True)
-        for linear in (m for part in (self.blocks, self.merge) for m in part.modules() if isinstance(m, nn.Linear)):
-            # the token-side linears see a handful of rows per image: a gemm on (in, out)-major weights runs
-            # them about a third faster on CPU than on the usual (out, in) layout; values are unchanged
-            weight = linear.weight
-            linear.weight = nn.Parameter(weight.detach().t().contiguous().t(), requires_grad=weight.requires_grad)
-        if channels_last:
-            self.to(memory_format=torch.channels_last)
+        fused.cpu_layouts(self, (self.blocks, self.merge), channels_last)
         return self.eval()
 
     @torch.jit.ignore
@@ -906,8 +704,8 @@ class MobileFormer(nn.Module):
         """
         assert output_fmt == 'NCHW', 'Output format must be NCHW.'
         if not torch.jit.is_scripting():
-            check_image_batch(x, self.in_chans, self.stem.conv.weight.dtype)
-        take_indices, max_index = feature_take_indices(len(self.stage_ends), indices)
+            check_image_batch(x, self.in_chans, next(self.parameters()).dtype)
+        take_indices, max_index = feature_indices(len(self.stage_ends), indices)
         take_after = [self.stage_ends[i] for i in take_indices]
         last_block = self.stage_ends[max_index] if stop_early else len(self.blocks)
 
@@ -939,7 +737,7 @@ class MobileFormer(nn.Module):
             prune_head: bool = True,
     ) -> List[int]:
         """Prune the blocks past the last tap in `indices` and, with `prune_head`, the token merge and head."""
-        take_indices, max_index = feature_take_indices(len(self.stage_ends), indices)
+        take_indices, max_index = feature_indices(len(self.stage_ends), indices)
         num_blocks = self.stage_ends[max_index]
         if num_blocks < len(self.blocks) and not prune_head:
             raise ValueError('Pruning blocks removes the input of the classifier head; use prune_head=True.')
@@ -957,7 +755,7 @@ class MobileFormer(nn.Module):
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         if not torch.jit.is_scripting():
-            check_image_batch(x, self.in_chans, self.stem.conv.weight.dtype)
+            check_image_batch(x, self.in_chans, next(self.parameters()).dtype)
         x = self.stem(x)
         tokens = self._init_tokens(x)
         for block in self.blocks:

@@ -93,7 +93,7 @@ def test_ops_take_the_plain_forms_when_a_graph_is_traced():
     def fn(x):
         seen.append(ops.use_eager_kernels())
         return x
-    torch.jit.trace(fn, torch.zeros(1))
+    torch.jit.trace(fn, torch.zeros(1), check_trace=False)
     assert seen and not any(seen)
     seen.clear()
     fn(torch.zeros(1))

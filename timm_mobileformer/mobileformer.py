@@ -31,7 +31,11 @@ from .errors import CheckpointError
 from .hub import (
     AUTHORS_CHECKPOINT_URLS, WEIGHTS_FILENAME, WEIGHTS_LICENSE, authors_filename, explain_unreachable_weights, hub_id,
 )
-from .layers import fused, ops
+from .layers import fused
+from .layers.ops import (
+    channel_shuffle, dynamic_relu, merge_heads, pixel_heads, pixels_add_tokens, pixels_read_tokens, split_heads,
+    tokens_read_pixels,
+)
 from .pickles import allow_checkpoint_globals
 
 __all__ = ['MobileFormer']
@@ -100,7 +104,7 @@ class ChannelShuffle(nn.Module):
         self.groups = groups
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return ops.channel_shuffle(x, self.groups)
+        return channel_shuffle(x, self.groups)
 
 
 class ConvNorm(ConvNormAct):
@@ -151,7 +155,7 @@ class DynamicReLU(nn.Module):
 
     def forward(self, x: torch.Tensor, token: torch.Tensor) -> torch.Tensor:
         k1, k2 = self.slopes(token)
-        return ops.dynamic_relu(x, k1, k2)  # max(k1 * x, k2 * x)
+        return dynamic_relu(x, k1, k2)  # max(k1 * x, k2 * x)
 
     def fuse(self) -> nn.Module:
         """The inference form: the hard sigmoid's affine part and the factor 2 folded into fc2."""
@@ -187,12 +191,12 @@ class MobileToFormer(nn.Module):
 
     def attention(self, x: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
         """Attention of each token over the pixels of x: (B, heads, M, H * W), rows sum to 1."""
-        q = ops.split_heads(self.q(tokens), self.num_heads)
-        return torch.softmax(q @ ops.pixel_heads(x, self.num_heads) * self.scale, dim=-1)
+        q = split_heads(self.q(tokens), self.num_heads)
+        return torch.softmax(q @ pixel_heads(x, self.num_heads) * self.scale, dim=-1)
 
     def forward(self, x: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
-        q = ops.split_heads(self.q(tokens), self.num_heads)
-        out = ops.merge_heads(ops.tokens_read_pixels(q, x, self.scale))  # softmax(q xᵀ * scale) x
+        q = split_heads(self.q(tokens), self.num_heads)
+        out = merge_heads(tokens_read_pixels(q, x, self.scale))  # softmax(q xᵀ * scale) x
         out = out * F.hardsigmoid(self.gate(tokens)) * 2.
         return self.norm(tokens + self.drop_path(self.proj(out)))
 
@@ -232,10 +236,10 @@ class Former(nn.Module):
         self.drop_path = DropPath(drop_path) if drop_path > 0. else nn.Identity()
 
     def forward(self, tokens: torch.Tensor) -> torch.Tensor:
-        kv = ops.split_heads(tokens, self.num_heads)
-        q = ops.split_heads(self.q(tokens), self.num_heads)
+        kv = split_heads(tokens, self.num_heads)
+        q = split_heads(self.q(tokens), self.num_heads)
         out = F.scaled_dot_product_attention(q, kv, kv, scale=self.scale)  # softmax(q kᵀ * scale) v
-        tokens = self.norm1(tokens + self.drop_path(self.proj(ops.merge_heads(out))))
+        tokens = self.norm1(tokens + self.drop_path(self.proj(merge_heads(out))))
         return self.norm2(tokens + self.fc2(self.act(self.fc1(tokens))))
 
 
@@ -265,16 +269,16 @@ class FormerToMobile(nn.Module):
 
     def attention(self, x: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
         """Attention of each pixel over the tokens, laid out (B, heads, M, H * W); columns sum to 1."""
-        k = ops.split_heads(self.k(tokens), self.num_heads)
-        return torch.softmax(k @ ops.pixel_heads(x, self.num_heads) * self.scale, dim=-2)
+        k = split_heads(self.k(tokens), self.num_heads)
+        return torch.softmax(k @ pixel_heads(x, self.num_heads) * self.scale, dim=-2)
 
     def forward(self, x: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
-        k = ops.split_heads(self.k(tokens), self.num_heads)
-        v = ops.split_heads(self.v(tokens), self.num_heads)
+        k = split_heads(self.k(tokens), self.num_heads)
+        v = split_heads(self.v(tokens), self.num_heads)
         # every pixel p of x reads softmax(p kᵀ * scale) v over the tokens
         if isinstance(self.drop_path, nn.Identity) or not self.training:
-            return ops.pixels_add_tokens(x, k, v, self.scale)
-        return x + self.drop_path(ops.pixels_read_tokens(x, k, v, self.scale))
+            return pixels_add_tokens(x, k, v, self.scale)
+        return x + self.drop_path(pixels_read_tokens(x, k, v, self.scale))
 
     def fuse(self) -> nn.Module:
         """The inference form: the attention scale folded into k."""

@@ -36,6 +36,7 @@ def dynamic_relu_plain(x: torch.Tensor, k1: torch.Tensor, k2: torch.Tensor) -> t
     return torch.maximum(k1 * x, k2 * x)
 
 
+@register_notrace_function
 def dynamic_relu(x: torch.Tensor, k1: torch.Tensor, k2: torch.Tensor) -> torch.Tensor:
     """max(k1 * x, k2 * x); see dynamic_relu_plain."""
     if not torch.jit.is_scripting():

@@ -9,6 +9,10 @@ MAdd weighs throughput by work: (img/s x MAdds of the model) / (img/s x MAdds of
 Modes: `eager` (NCHW, eval), `channels_last`, `compile` (torch.compile, inductor), `fused` (the inference
 form: `model.fuse()` for Mobile-Former, timm's `reparameterize_model` for the peers) and `train` (one SGD
 step: forward, cross-entropy, backward, update; batch sizes of at least 2, BatchNorm needs them).
+
+`runtime='onnxruntime'` times ONNX Runtime sessions instead (one cell per batch size, mode `onnxruntime`):
+every model is exported first (Mobile-Former through `export_onnx`, the peers through the same exporter), all
+sessions get the same options (see `ort.py`); `profile=True` also prints ORT's kernel time by op type.
 """
 import json
 import math
@@ -33,6 +37,7 @@ from .mobileformer import model_cfgs, paper_results
 from .outputs import check_output, staged
 
 MODES = ('eager', 'channels_last', 'compile', 'fused', 'train')
+RUNTIMES = ('torch', 'onnxruntime')
 DEFAULT_MODES = ('eager', 'channels_last', 'fused', 'train')
 DEFAULT_PEERS = ('mobilenetv3_large_100', 'efficientnet_b0')
 # ImageNet-1k top-1 (%) in each peer's paper (MobileNetV3 arXiv:1905.02244, EfficientNet arXiv:1905.11946)
@@ -105,15 +110,21 @@ def run_cell(
         round_time: float,
         img_size: int,
         log: Callable[[str], None],
+        sessions: Optional[Dict[str, object]] = None,
 ) -> Cell:
-    """Build every model in `mode`, warm it up, then time all of them alternately for `rounds` rounds."""
+    """Build every model in `mode`, warm it up, then time all of them alternately for `rounds` rounds (with
+    `sessions`, ONNX Runtime sessions by name, time those instead)."""
     cell = Cell(mode, batch_size)
     grad = torch.enable_grad() if mode == 'train' else torch.inference_mode()
     with grad:
         calls = {}
         for name in names:
             t0 = time.perf_counter()
-            call = make_call(build(name, mode), mode, batch_size, img_size)
+            if sessions is not None:
+                from .ort import make_call as ort_call
+                call = ort_call(sessions[name], batch_size, img_size)
+            else:
+                call = make_call(build(name, mode), mode, batch_size, img_size)
             call()  # compiles under `compile`
             warm = min(time_calls(call, 2))
             calls[name] = call
@@ -287,9 +298,27 @@ def benchmark(
         overwrite: bool = False,
         log: Callable[[str], None] = lambda message: None,
         settings: Optional[dict] = None,
+        runtime: str = 'torch',
+        profile: bool = False,
+        threads: Optional[int] = None,
 ) -> dict:
     """Time `variants` next to `peers` and write bench.json (and bench.png when the chart has points) to the
-    folder `out`, which is checked before any timing and written only when the run completes."""
+    folder `out`, which is checked before any timing and written only when the run completes.
+
+    With `runtime='onnxruntime'`, `modes` is ignored: exported models run in ONNX Runtime sessions with
+    `threads` intra-op threads (default: all logical CPUs); `profile` adds ORT's op-type breakdown per model
+    and batch size (to the log and bench.json)."""
+    if runtime not in RUNTIMES:
+        raise MobileFormerError(f'unknown runtime {runtime}: choose from {", ".join(RUNTIMES)}')
+    if runtime == 'onnxruntime':
+        from .export import missing_onnx_packages
+        missing = missing_onnx_packages()
+        if missing:
+            raise MobileFormerError(f'--runtime onnxruntime needs {", ".join(missing)}: '
+                                    f'pip install "timm-mobileformer[onnx]"')
+        modes, chart_mode = (), 'fused'
+    elif profile:
+        raise MobileFormerError('--profile needs --runtime onnxruntime')
     out = check_output(out, kind='dir', overwrite=overwrite)
     peers = check_peers(peers)
     for name, value in (('rounds', rounds), ('img_size', img_size)):
@@ -298,11 +327,15 @@ def benchmark(
     if any(b < 1 for b in batch_sizes):
         raise MobileFormerError(f'batch sizes {batch_sizes}: give whole numbers of at least 1')
     unknown = [m for m in list(modes) + [chart_mode] if m not in MODES]
+    if runtime == 'onnxruntime':
+        chart_mode = 'onnxruntime'
     if unknown:
         raise MobileFormerError(f'unknown mode {", ".join(unknown)}: choose from {", ".join(MODES)}')
     variants = list(variants)
     names = variants + [p for p in peers if p not in variants]
     cells_todo = [(m, b) for m in modes for b in batch_sizes if not (m == 'train' and b < 2)]
+    if runtime == 'onnxruntime':
+        cells_todo = [('onnxruntime', b) for b in batch_sizes]
     if not cells_todo:
         raise MobileFormerError('nothing to time: train needs a batch size of at least 2')
     env = machine()
@@ -318,11 +351,35 @@ def benchmark(
                                     f'choose another peer or --img-size') from err
     log('MAdds (M): ' + ', '.join(f'{n} {madds[n] / 1e6:.1f}' for n in names))
 
+    sessions, profiles, tmpdir = None, {}, None
+    if runtime == 'onnxruntime':
+        import tempfile
+        from . import ort
+        tmpdir = tempfile.TemporaryDirectory(prefix='mf-bench-')
+        files = {}
+        for name in names:
+            t0 = time.perf_counter()
+            files[name] = ort.export_for_bench(name, Path(tmpdir.name), img_size)
+            log(f'  exported {name} in {time.perf_counter() - t0:.0f} s')
+        sessions = {name: ort.make_session(files[name], threads) for name in names}
+        env['onnxruntime'] = __import__('onnxruntime').__version__
+        env['ort_threads'] = threads or os.cpu_count()
+        if profile:
+            for batch_size in batch_sizes:
+                for name in names:
+                    rows, n_nodes = ort.profile_ops(files[name], batch_size, img_size, threads)
+                    profiles[f'{name} batch {batch_size}'] = dict(nodes=n_nodes, ops=rows)
+                    log(ort.format_profile(f'{name}, batch {batch_size}', rows, n_nodes))
+
     load = ForeignLoad()
     cells = []
-    for i, (mode, batch_size) in enumerate(cells_todo):
-        log(f'[{i + 1}/{len(cells_todo)}] {mode}, batch {batch_size}')
-        cells.append(run_cell(names, mode, batch_size, rounds, round_time, img_size, log))
+    try:
+        for i, (mode, batch_size) in enumerate(cells_todo):
+            log(f'[{i + 1}/{len(cells_todo)}] {mode}, batch {batch_size}')
+            cells.append(run_cell(names, mode, batch_size, rounds, round_time, img_size, log, sessions))
+    finally:
+        if tmpdir is not None:
+            tmpdir.cleanup()
     env['loadavg_end'] = os.getloadavg() if hasattr(os, 'getloadavg') else None
     env['foreign_cpu_share'] = load.share()
 
@@ -332,6 +389,8 @@ def benchmark(
     if share is not None:
         log(f'other processes used {share:.0%} of the CPUs during the run; load average {env["loadavg_end"]}')
     report = dict(machine=env, settings=settings or {}, madds=madds, cells=[asdict(c) for c in cells], rows=rows)
+    if profiles:
+        report['profiles'] = profiles
     chart_rows = [r for r in rows if r['mode'] == chart_mode and top1(r['model']) is not None]
     with staged(out, 'dir', overwrite=overwrite) as tmp:
         (tmp / 'bench.json').write_text(json.dumps(report, indent=1))

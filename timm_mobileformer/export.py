@@ -1,10 +1,13 @@
 """Export Mobile-Former for deployment: `torch.export` programs and ONNX files with a dynamic batch and size.
 
-Both start from the fused inference form (`model.fuse(channels_last=False)`: ONNX has no memory formats, so
-the graph stays NCHW). `timm-mobileformer export VARIANT --out model.onnx` writes an ONNX file and checks
-it against PyTorch with ONNX Runtime; `--out model.pt2` writes the `torch.export` program instead (load it
-with `torch.export.load`). ONNX needs the optional extra: `pip install "timm-mobileformer[onnx]"`. Files are
-written under a temporary name and renamed into place only when complete.
+The `torch.export` program starts from the fused inference form (`model.fuse(channels_last=False)`: the graph
+stays NCHW). ONNX files start from the runtime form, `layers.deploy.DeployMobileFormer` (BatchNorms, scales,
+shuffles folded, dynamic ReLU as Max of two Muls, token-only work precomputed): see docs/deploy.md. By default
+batch, height and width are dynamic; `fixed_size=True` (`--fixed-size`) leaves only the batch dynamic.
+`timm-mobileformer export VARIANT --out model.onnx` writes an ONNX file and checks it against PyTorch with ONNX
+Runtime; `--out model.pt2` writes the `torch.export` program instead (load it with `torch.export.load`). ONNX
+needs the optional extra: `pip install "timm-mobileformer[onnx]"`. Files are written under a temporary name
+and renamed into place only when complete.
 """
 import copy
 import importlib.util
@@ -34,13 +37,23 @@ def inference_form(model: nn.Module) -> nn.Module:
     return reparameterize_model(copy.deepcopy(model).eval(), inplace=True)
 
 
-def dynamic_shapes() -> Dict[str, Dict[int, Dim]]:
-    """Batch, height and width of the input `x` left free."""
+def dynamic_shapes(fixed_size: bool = False) -> Dict[str, Dict[int, Dim]]:
+    """Batch, height and width of the input `x` left free (only the batch with `fixed_size`)."""
+    if fixed_size:
+        return {'x': {0: Dim('batch', min=1, max=1024)}}
     return {'x': {
         0: Dim('batch', min=1, max=1024),
         2: Dim('height', min=MIN_SIZE, max=MAX_SIZE),
         3: Dim('width', min=MIN_SIZE, max=MAX_SIZE),
     }}
+
+
+def runtime_form(model: nn.Module) -> nn.Module:
+    """The form ONNX files are exported from: `DeployMobileFormer` for a Mobile-Former, else `inference_form`."""
+    if isinstance(model, MobileFormer):
+        from .layers.deploy import DeployMobileFormer
+        return DeployMobileFormer(model)
+    return inference_form(model)
 
 
 def export_program(model: nn.Module, img_size: int = 224) -> ExportedProgram:
@@ -53,22 +66,46 @@ def _partial(path: Path) -> Path:
     return path.with_name(f'.{path.name}.partial')
 
 
-def export_onnx(model: nn.Module, path: Path, img_size: int = 224, opset: Optional[int] = None) -> 'torch.onnx.ONNXProgram':
-    """Write the inference form of `model` to one ONNX file with a dynamic batch and image size; the
-    returned ONNXProgram also holds the `torch.export` program it was translated from."""
+def export_onnx(
+        model: nn.Module,
+        path: Path,
+        img_size: int = 224,
+        opset: Optional[int] = None,
+        fixed_size: bool = False,
+        optimized_path: Optional[Path] = None,
+) -> 'torch.onnx.ONNXProgram':
+    """Write the runtime form of `model` to one ONNX file with a dynamic batch and image size (with
+    `fixed_size`, img_size x img_size only); the returned ONNXProgram also holds the `torch.export` program it
+    was translated from. With `optimized_path`, also write ONNX Runtime's optimized model (ORT_ENABLE_ALL, CPU;
+    it runs only on a machine like this one)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = _partial(path)
     x = torch.randn(2, 3, img_size, img_size)
     try:
         program = torch.onnx.export(
-            inference_form(model), (x,), str(tmp), dynamo=True, dynamic_shapes=dynamic_shapes(),
+            runtime_form(model), (x,), str(tmp), dynamo=True, dynamic_shapes=dynamic_shapes(fixed_size),
             opset_version=opset, external_data=False, input_names=['x'], output_names=['logits'],
         )
+        if optimized_path is not None:
+            save_optimized(tmp, optimized_path)
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
     return program
+
+
+def save_optimized(path: Path, optimized_path: Path) -> None:
+    """ONNX Runtime's optimized form of the ONNX file `path` (ORT_ENABLE_ALL), written atomically."""
+    from .ort import make_session
+    optimized_path = Path(optimized_path)
+    optimized_path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = _partial(optimized_path)
+    try:
+        make_session(Path(path), optimized_path=str(tmp))
+        os.replace(tmp, optimized_path)
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 def save_program(model: nn.Module, path: Path, img_size: int = 224) -> ExportedProgram:
@@ -124,6 +161,8 @@ def export_to(
         check: bool = True,
         overwrite: bool = False,
         log: Callable[[str], None] = lambda message: None,
+        fixed_size: bool = False,
+        optimized_path: Optional[Path] = None,
 ) -> Dict[str, float]:
     """Export `model` to `path` (.onnx or .pt2), check the written file against eager PyTorch, and only then
     move it into place; returns the max relative differences checked. A file whose outputs differ by more
@@ -141,13 +180,16 @@ def export_to(
                 ref = model(x)
                 checks[str(tuple(x.shape))] = float((module(x) - ref).abs().max() / ref.abs().max())
         else:
-            export_onnx(model, tmp, img_size, opset)
+            export_onnx(model, tmp, img_size, opset, fixed_size=fixed_size)
             if check:
-                for shape in ((1, 3, img_size, img_size), (3, 3, 160, 224)):
+                other = (3, 3, img_size, img_size) if fixed_size else (3, 3, 160, 224)
+                for shape in ((1, 3, img_size, img_size), other):
                     checks[str(shape)] = onnx_max_rel_diff(tmp, model, torch.randn(*shape))
         worst = max(checks.values(), default=0.)
         if not worst <= MAX_REL_DIFF:  # NaN too
             raise MobileFormerError(f'the exported file differs from PyTorch by {worst:.1e} (relative), above '
                                     f'{MAX_REL_DIFF:g}: nothing was written; this is a timm-mobileformer bug, '
                                     f'please report it')
+        if optimized_path is not None and path.suffix == '.onnx':
+            save_optimized(tmp, optimized_path)
     return checks

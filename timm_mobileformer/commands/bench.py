@@ -3,7 +3,9 @@ import argparse
 
 import torch
 
-from ..bench import DEFAULT_MODES, DEFAULT_PEERS, MODES, benchmark, check_peers
+from ..errors import MobileFormerError
+
+from ..bench import DEFAULT_MODES, DEFAULT_PEERS, MODES, RUNTIMES, benchmark, check_peers
 from ..mobileformer import model_cfgs
 from ..outputs import check_output
 from ._common import add_img_size_argument, add_model_argument, add_output_argument, add_threads_argument, \
@@ -29,17 +31,24 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_img_size_argument(parser, 224, 'square input size')
     add_threads_argument(parser)
     parser.add_argument('--chart-mode', choices=MODES, default='fused', help='the mode the chart plots')
-    # Runtime options (e.g. --runtime {torch,onnxruntime}, --profile) go here; benchmark() takes them.
+    parser.add_argument('--runtime', choices=RUNTIMES, default='torch',
+                        help='torch: time --modes in PyTorch; onnxruntime: export every model to ONNX (Mobile-Former '
+                             'through the package export) and time ONNX Runtime sessions (--modes ignored)')
+    parser.add_argument('--profile', action='store_true',
+                        help="with --runtime onnxruntime, print ORT's kernel time by op type for every model and "
+                             'batch size (default: off)')
 
 
 def run(args: argparse.Namespace) -> int:
     check_output(args.out, kind='dir', overwrite=args.overwrite)
     check_peers(args.peers)
+    if args.profile and args.runtime != 'onnxruntime':
+        raise MobileFormerError('--profile needs --runtime onnxruntime')
     if args.threads:
         torch.set_num_threads(args.threads)
     variants = [n.partition('.')[0] for n in model_names(args.model, tuple(model_cfgs))]
     settings = {k: v for k, v in vars(args).items() if k != 'run'}
     benchmark(variants, args.out, args.peers, args.batch_sizes, args.modes, args.rounds, args.round_time,
               args.img_size, args.chart_mode, overwrite=args.overwrite, log=lambda s: print(s, flush=True),
-              settings=settings)
+              settings=settings, runtime=args.runtime, profile=args.profile, threads=args.threads)
     return 0

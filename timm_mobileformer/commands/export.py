@@ -30,6 +30,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_img_size_argument(parser, 224, 'side of the example input (the graph takes any side in range)', MIN_SIZE, MAX_SIZE)
     parser.add_argument('--opset', type=int_in(7, 30, 'an ONNX opset'), default=None, metavar='N',
                         help="ONNX opset (default: the exporter's)")
+    parser.add_argument('--fixed-size', action='store_true',
+                        help='ONNX with only the batch dynamic: height and width fixed at --img-size (default: '
+                             'dynamic height and width)')
+    parser.add_argument('--save-optimized', metavar='FILE', default=None,
+                        help="also write ONNX Runtime's optimized model (ORT_ENABLE_ALL, CPU provider) to FILE, "
+                             'for sessions on machines like this one (default: none)')
     parser.add_argument('--no-check', action='store_true',
                         help='skip the ONNX Runtime comparison (a .pt2 is always checked)')
 
@@ -46,10 +52,16 @@ def run(args: argparse.Namespace) -> int:
             model = timm.create_model(args.model, pretrained=args.pretrained).eval()
         except WeightsUnreachableError as err:
             raise type(err)(err.cli_message('--checkpoint FILE'), err.variant, err.repo_id, err.reason) from None
-    checks = export_to(model, out, args.img_size, args.opset, check=not args.no_check, overwrite=args.overwrite)
+    if (args.fixed_size or args.save_optimized) and out.suffix != '.onnx':
+        raise MobileFormerError('--fixed-size and --save-optimized apply to .onnx files only')
+    checks = export_to(model, out, args.img_size, args.opset, check=not args.no_check, overwrite=args.overwrite,
+                       fixed_size=args.fixed_size, optimized_path=args.save_optimized)
+    sizes = (f'height and width {args.img_size}' if args.fixed_size else f'height and width {MIN_SIZE} to {MAX_SIZE}')
     print(f'wrote {out} ({out.stat().st_size / 1e6:.1f} MB, {FORMATS[out.suffix]}): input x (batch, 3, height, '
-          f'width), height and width {MIN_SIZE} to {MAX_SIZE}'
+          f'width), {sizes}'
           + ('; load with torch.export.load' if out.suffix == '.pt2' else ''))
+    if args.save_optimized:
+        print(f"wrote {args.save_optimized} (ONNX Runtime's optimized model)")
     if checks:
         print('checked against PyTorch, max relative difference: '
               + ', '.join(f'{k}: {v:.1e}' for k, v in checks.items()))

@@ -1,0 +1,338 @@
+"""A Mobile-Former form built for runtimes (ONNX Runtime): `DeployMobileFormer(model)`.
+
+Built from the parameters of a plain eval model, read by module name (no fused form, no forward code of the
+model is used), so that the exported graph holds only the nodes the math needs:
+
+- every BatchNorm folded into its conv or linear, the hard sigmoids' affine parts and the attention scales
+  folded into the linears ahead of them;
+- channel shuffles folded away: a grouped pointwise conv next to a shuffle becomes a dense 1x1 conv with its
+  rows or columns permuted (and the dynamic ReLU slopes between them permuted alike);
+- dynamic ReLU as Max(Mul(x, k1), Mul(x, k2)), no Where;
+- the two dynamic ReLUs of a block get their slopes from one Gemm pair (fc1s side by side, fc2s block-diagonal);
+- token-only work precomputed while the tokens are still input-independent (the first Mobile-Former block's
+  q(tokens) and gate(tokens)), and the learned tokens broadcast instead of expanded per batch;
+- the final bridge computes token 0 only (the head reads nothing else), and the head pools the 1x1 conv's map
+  directly (no broadcast token map, no concat of maps).
+"""
+import copy
+from typing import List, Optional, Tuple
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from torch.nn.utils.fusion import fuse_conv_bn_weights, fuse_linear_bn_weights
+
+__all__ = ['DeployMobileFormer']
+
+
+def _shuffle_perm(channels: int, groups: int) -> torch.Tensor:
+    """y = channel_shuffle(x, groups) is y[:, i] = x[:, perm[i]]."""
+    return torch.arange(channels).reshape(groups, channels // groups).t().reshape(-1)
+
+
+def _dense(weight: torch.Tensor, groups: int) -> torch.Tensor:
+    """The dense weight (O, I, k, k) of a grouped conv weight (O, I / groups, k, k): block-diagonal."""
+    if groups == 1:
+        return weight
+    out_chs, in_per, kh, kw = weight.shape
+    out_per = out_chs // groups
+    dense = weight.new_zeros(out_chs, in_per * groups, kh, kw)
+    for g in range(groups):
+        dense[g * out_per:(g + 1) * out_per, g * in_per:(g + 1) * in_per] = weight[g * out_per:(g + 1) * out_per]
+    return dense
+
+
+class Conv(nn.Module):
+    """A conv with its BatchNorm folded in, optional ReLU6 (Clip, which ORT fuses into the Conv)."""
+
+    def __init__(self, convnorm: nn.Module, dense: bool = False, out_perm: Optional[torch.Tensor] = None,
+                 in_perm: Optional[torch.Tensor] = None):
+        super().__init__()
+        conv, bn = convnorm.conv, convnorm.bn
+        weight, bias = fuse_conv_bn_weights(conv.weight, conv.bias, bn.running_mean, bn.running_var, bn.eps,
+                                            bn.weight, bn.bias)
+        weight, bias = weight.detach(), bias.detach()
+        groups = conv.groups
+        if dense or out_perm is not None or in_perm is not None:
+            weight, groups = _dense(weight, groups), 1
+        if out_perm is not None:
+            weight, bias = weight[out_perm], bias[out_perm]
+        if in_perm is not None:
+            weight = weight[:, in_perm]
+        self.weight = nn.Parameter(weight.contiguous(), requires_grad=False)
+        self.bias = nn.Parameter(bias.contiguous(), requires_grad=False)
+        self.stride, self.padding, self.groups = conv.stride, conv.padding, groups
+        act = getattr(bn, 'act', nn.Identity())
+        assert isinstance(act, (nn.Identity, nn.ReLU6)), type(act)
+        self.relu6 = isinstance(act, nn.ReLU6)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = F.conv2d(x, self.weight, self.bias, self.stride, self.padding, 1, self.groups)
+        return x.clamp(0., 6.) if self.relu6 else x
+
+
+def _linear(linear: nn.Linear, scale: float = 1., shift: float = 0.) -> Tuple[torch.Tensor, torch.Tensor]:
+    return (linear.weight.detach() * scale).clone(), (linear.bias.detach() * scale + shift).clone()
+
+
+def _const(t: torch.Tensor) -> nn.Parameter:
+    return nn.Parameter(t.detach().contiguous().clone(), requires_grad=False)
+
+
+class Slopes(nn.Module):
+    """The slopes of a block's dynamic ReLUs from token 0, one Gemm pair for all of them.
+
+    2 * hard_sigmoid(z) = clamp(z / 3 + 1, 0, 2) is folded into fc2; k1 = that, k2 = that - 1 for each ReLU.
+    `perms` reorder a ReLU's channels (where a channel shuffle was folded away around it).
+    """
+
+    def __init__(self, acts: List[nn.Module], perms: List[Optional[torch.Tensor]]):
+        super().__init__()
+        w1 = torch.cat([a.fc1.weight.detach() for a in acts])
+        b1 = torch.cat([a.fc1.bias.detach() for a in acts])
+        hidden = [a.fc1.out_features for a in acts]
+        blocks_w, blocks_b, self.channels = [], [], []
+        offset = 0
+        for a, perm, h in zip(acts, perms, hidden):
+            w2, b2 = _linear(a.fc2, 1. / 3., 1.)
+            c = a.channels
+            if perm is not None:  # both halves (k1 rows, k2 rows) reordered alike
+                idx = torch.cat([perm, perm + c])
+                w2, b2 = w2[idx], b2[idx]
+            w = w2.new_zeros(2 * c, sum(hidden))
+            w[:, offset:offset + h] = w2
+            blocks_w.append(w)
+            blocks_b.append(b2)
+            offset += h
+            self.channels.append(c)
+        self.w1, self.b1 = _const(w1), _const(b1)
+        self.w2, self.b2 = _const(torch.cat(blocks_w)), _const(torch.cat(blocks_b))
+        # k2 = clamp(.) - 1 for the second half of each ReLU's slopes
+        shift = torch.cat([torch.cat([torch.zeros(c), -torch.ones(c)]) for c in self.channels])
+        self.shift = _const(shift)
+
+    def forward(self, token: torch.Tensor) -> List[Tuple[torch.Tensor, torch.Tensor]]:
+        k = F.linear(F.relu(F.linear(token, self.w1, self.b1)), self.w2, self.b2).clamp(0., 2.) + self.shift
+        out, offset = [], 0
+        for c in self.channels:
+            k1 = k[:, offset:offset + c].reshape(-1, c, 1, 1)
+            k2 = k[:, offset + c:offset + 2 * c].reshape(-1, c, 1, 1)
+            out.append((k1, k2))
+            offset += 2 * c
+        return out
+
+
+def dyrelu(x: torch.Tensor, k: Tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
+    """max(k1 x, k2 x): measured in ORT 1.32 (52m, batch 1) against kneg x + (kpos - kneg) relu(x) (0.97x) and
+    kpos prelu(x, kneg / kpos) (0.79x)."""
+    return torch.maximum(x * k[0], x * k[1])
+
+
+class Bridge(nn.Module):
+    """Mobile→Former: tokens read the map, softmax over pixels, gated, projected, residual, LayerNorm.
+
+    With `const_tokens`, q(tokens) and gate(tokens) are constants; with `first_only`, only token 0 is computed.
+    """
+
+    def __init__(self, m2f: nn.Module, tokens: Optional[torch.Tensor] = None, first_only: bool = False):
+        super().__init__()
+        self.heads = m2f.num_heads
+        c = m2f.q.out_features
+        self.c = c
+        wq, bq = _linear(m2f.q, m2f.scale)
+        wg, bg = _linear(m2f.gate, 1. / 3., 1.)
+        self.const = tokens is not None
+        self.first_only = first_only
+        if self.const:
+            t = tokens[:1] if first_only else tokens
+            with torch.no_grad():
+                self.q_const = _const(F.linear(t, wq, bq).reshape(1, -1, self.heads, c // self.heads).transpose(1, 2))
+                self.gate_const = _const(F.linear(t, wg, bg).clamp(0., 2.))
+        else:
+            self.wq, self.bq = _const(wq), _const(bq)
+            self.wg, self.bg = _const(wg), _const(bg)
+        self.wp, self.bp = _const(m2f.proj.weight), _const(m2f.proj.bias)
+        self.norm = nn.LayerNorm(m2f.norm.normalized_shape, eps=m2f.norm.eps)
+        self.norm.load_state_dict(m2f.norm.state_dict())
+
+    def forward(self, x: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
+        """x (B, C, H, W); tokens (B, M, d) or (1, M, d); returns (B, M, d) (or (B, 1, d) with first_only)."""
+        h, c = self.heads, self.c
+        if self.first_only:
+            tokens = tokens[:, :1]
+        m = tokens.shape[1]
+        if self.const:
+            q, gate = self.q_const, self.gate_const
+        else:
+            q = F.linear(tokens, self.wq, self.bq).reshape(-1, m, h, c // h).transpose(1, 2)
+            gate = F.linear(tokens, self.wg, self.bg).clamp(0., 2.)
+        pixels = x.flatten(2).unflatten(1, (h, c // h))  # (B, h, c, HW)
+        attn = torch.softmax(q @ pixels, dim=-1)  # (B, h, M, HW)
+        out = (attn @ pixels.transpose(-1, -2)).transpose(1, 2).reshape(-1, m, c)
+        return self.norm(tokens + F.linear(out * gate, self.wp, self.bp))
+
+
+class Former(nn.Module):
+    def __init__(self, former: nn.Module):
+        super().__init__()
+        self.heads = former.num_heads
+        wq, bq = _linear(former.q, former.scale)
+        self.wq, self.bq = _const(wq), _const(bq)
+        self.wp, self.bp = _const(former.proj.weight), _const(former.proj.bias)
+        self.norm1, self.norm2 = former.norm1, former.norm2
+        self.fc1, self.fc2 = former.fc1, former.fc2
+
+    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+        m, d = tokens.shape[1], tokens.shape[2]
+        h = self.heads
+        q = F.linear(tokens, self.wq, self.bq).reshape(-1, m, h, d // h).transpose(1, 2)
+        kv = tokens.reshape(-1, m, h, d // h).transpose(1, 2)
+        out = (torch.softmax(q @ kv.transpose(-1, -2), dim=-1) @ kv).transpose(1, 2).reshape(-1, m, d)
+        tokens = self.norm1(tokens + F.linear(out, self.wp, self.bp))
+        return self.norm2(tokens + self.fc2(F.gelu(self.fc1(tokens))))
+
+
+class PixelsReadTokens(nn.Module):
+    """Former→Mobile: every pixel reads the tokens (softmax over tokens) and adds the readout."""
+
+    def __init__(self, f2m: nn.Module):
+        super().__init__()
+        self.heads = f2m.num_heads
+        wk, bk = _linear(f2m.k, f2m.scale)
+        self.c = f2m.k.out_features
+        # k and v in one Gemm
+        self.wkv = _const(torch.cat([wk, f2m.v.weight.detach()]))
+        self.bkv = _const(torch.cat([bk, f2m.v.bias.detach()]))
+
+    def forward(self, x: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
+        h, c = self.heads, self.c
+        m = tokens.shape[1]
+        kv = F.linear(tokens, self.wkv, self.bkv).reshape(-1, m, 2 * h, c // h).transpose(1, 2)  # (B, 2h, M, c/h)
+        k, v = kv[:, :h], kv[:, h:]
+        pixels = x.flatten(2).unflatten(1, (h, c // h))  # (B, h, c/h, HW)
+        attn = torch.softmax(k @ pixels, dim=-2)  # (B, h, M, HW)
+        out = pixels + v.transpose(-1, -2) @ attn
+        return out.reshape(x.shape)
+
+
+class Lite(nn.Module):
+    def __init__(self, block: nn.Module):
+        super().__init__()
+        shuffle = block.shuffle
+        in_perm = None
+        if not isinstance(shuffle, nn.Identity):
+            in_perm = _inv(_shuffle_perm(block.conv_dw.conv.out_channels, shuffle.groups))
+        self.conv_dw = Conv(block.conv_dw)
+        self.conv_pw = Conv(block.conv_pw, in_perm=in_perm)
+        self.has_skip = block.has_skip
+
+    def forward(self, x: torch.Tensor, tokens: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+        out = self.conv_pw(self.conv_dw(x))
+        return (out + x if self.has_skip else out), tokens
+
+
+def _inv(perm: torch.Tensor) -> torch.Tensor:
+    return torch.argsort(perm)
+
+
+class Block(nn.Module):
+    def __init__(self, block: nn.Module, tokens: Optional[torch.Tensor]):
+        super().__init__()
+        self.m2f = Bridge(block.mobile_to_former, tokens)
+        self.former = Former(block.former)
+        mobile = block.mobile
+        self.down = hasattr(mobile, 'conv_dw1')
+        if self.down:
+            p1 = p2 = None
+            if not isinstance(mobile.shuffle_dw1, nn.Identity):
+                p1 = _shuffle_perm(mobile.conv_dw1.conv.out_channels, mobile.shuffle_dw1.groups)
+            if not isinstance(mobile.shuffle_dw2, nn.Identity):
+                p2 = _shuffle_perm(mobile.conv_dw2.conv.out_channels, mobile.shuffle_dw2.groups)
+            self.conv1 = Conv(mobile.conv_dw1)
+            self.conv2 = Conv(mobile.conv_pw1, in_perm=None if p1 is None else _inv(p1))
+            self.conv3 = Conv(mobile.conv_dw2)
+            self.conv4 = Conv(mobile.conv_pw2, in_perm=None if p2 is None else _inv(p2))
+            self.slopes = Slopes([mobile.act1, mobile.act2], [None if p is None else _inv(p) for p in (p1, p2)])
+            self.has_skip = False
+        else:
+            g1 = getattr(mobile.shuffle_pw, 'groups', None)
+            g2 = getattr(mobile.shuffle_pwl, 'groups', None)
+            self.conv1 = Conv(mobile.conv_pw, out_perm=None if g1 is None else
+                              _shuffle_perm(mobile.conv_pw.conv.out_channels, g1))
+            self.conv2 = Conv(mobile.conv_dw)
+            self.conv3 = Conv(mobile.conv_pwl, out_perm=None if g2 is None else
+                              _shuffle_perm(mobile.conv_pwl.conv.out_channels, g2))
+            self.slopes = Slopes([mobile.act1, mobile.act2], [None, None])
+            self.has_skip = mobile.has_skip
+        self.f2m = PixelsReadTokens(block.former_to_mobile)
+
+    def forward(self, x: torch.Tensor, tokens: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+        tokens = self.former(self.m2f(x, tokens))
+        k1, k2 = self.slopes(tokens[:, 0])
+        if self.down:
+            out = self.conv2(dyrelu(self.conv1(x), k1))
+            out = self.conv4(dyrelu(self.conv3(out), k2)) + out
+        else:
+            out = self.conv3(dyrelu(self.conv2(dyrelu(self.conv1(x), k1)), k2))
+            if self.has_skip:
+                out = out + x
+        return self.f2m(out, tokens), tokens
+
+
+class Head(nn.Module):
+    """Token merge and classifier: bridge for token 0, 1x1 conv (ReLU6) on the map, pool, h-swish, concat
+    token 0, FC with its BatchNorm1d folded, h-swish, FC."""
+
+    def __init__(self, merge: nn.Module, head: nn.Module):
+        super().__init__()
+        self.bridge = Bridge(merge.bridge, first_only=True)
+        in_perm = None
+        if not isinstance(merge.shuffle, nn.Identity):
+            in_perm = _inv(_shuffle_perm(merge.conv.conv.in_channels, merge.shuffle.groups))
+        self.conv = Conv(merge.conv, dense=in_perm is not None, in_perm=in_perm)
+        pool = getattr(head.global_pool, 'pool_type', 'avg')
+        assert pool == 'avg', f'deploy form supports the avg pool only, not {pool!r}'
+        fc, norm = head.pre_logits.fc, head.pre_logits.norm
+        if isinstance(norm, nn.BatchNorm1d):
+            w, b = fuse_linear_bn_weights(fc.weight, fc.bias, norm.running_mean, norm.running_var, norm.eps,
+                                          norm.weight, norm.bias)
+        else:
+            w, b = fc.weight, fc.bias
+        self.w1, self.b1 = _const(w), _const(b)
+        self.fc = head.fc
+
+    def forward(self, x: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
+        token = self.bridge(x, tokens)[:, 0]
+        local = F.hardswish(self.conv(x).mean((2, 3)))
+        feat = F.hardswish(F.linear(torch.cat([local, token], dim=1), self.w1, self.b1))
+        return self.fc(feat)
+
+
+class DeployMobileFormer(nn.Module):
+    """The runtime form of an eval Mobile-Former (plain or fused is not read: only parameters by name)."""
+
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        model = copy.deepcopy(model).eval()
+        self.stem = Conv(model.stem)
+        tokens = model.tokens.detach().clone()
+        self.tokens = _const(tokens.unsqueeze(0))
+        blocks, first = [], True
+        for block in model.blocks:
+            if hasattr(block, 'mobile_to_former'):
+                blocks.append(Block(block, tokens if first else None))
+                first = False
+            else:
+                blocks.append(Lite(block))
+        self.blocks = nn.ModuleList(blocks)
+        self.head = Head(model.merge, model.head)
+        self.eval()
+        for p in self.parameters():
+            p.requires_grad_(False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.stem(x)
+        tokens = self.tokens
+        for block in self.blocks:
+            x, tokens = block(x, tokens)
+        return self.head(x, tokens)

@@ -12,9 +12,8 @@ import signal
 import subprocess
 import sys
 import time
-from contextlib import contextmanager
 from pathlib import Path
-from typing import Callable, Dict, Iterator, List, Optional
+from typing import Callable, Dict, List, Optional
 
 import numpy as np
 import pytest
@@ -28,25 +27,11 @@ from timm_mobileformer.commands._common import PROG as COMMON_PROG
 from timm_mobileformer.errors import MobileFormerError
 from timm_mobileformer.outputs import STAGING_MARK
 
+from conftest_hub import one_torch_thread  # noqa: E402
+
+pytest_plugins = ('conftest_hub',)  # single_thread
 pytestmark = pytest.mark.usefixtures('single_thread')
 REPO_ROOT = Path(__file__).parent.parent
-
-
-@contextmanager
-def one_torch_thread() -> Iterator[None]:
-    """Tiny batches need no threads; on a shared 2-core machine two OpenMP threads thrash."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(threads)
-
-
-@pytest.fixture
-def single_thread():
-    with one_torch_thread():
-        yield
 
 
 def go_offline(monkeypatch: pytest.MonkeyPatch, cache: Path) -> None:

@@ -1,13 +1,11 @@
-"""Exported Mobile-Former computes what PyTorch computes: torch.export and ONNX (via ONNX Runtime), with the
-batch and image size left dynamic. The ONNX tests need the `onnx` extra and skip without it."""
-from types import ModuleType
-from typing import Optional
-
+"""Exported Mobile-Former computes what PyTorch computes: the torch.export program of the inference form, with
+the batch and image size left dynamic, for all seven variants. ONNX files (the runtime form of
+layers/deploy.py) are checked in ONNX Runtime by tests/test_deploy.py."""
 import pytest
 import timm
 import torch
 
-from timm_mobileformer.export import export_onnx, export_program, inference_form
+from timm_mobileformer.export import export_program, inference_form
 from timm_mobileformer.mobileformer import model_cfgs
 
 VARIANTS = [v[len('mobileformer_'):] for v in model_cfgs]
@@ -32,41 +30,11 @@ def check_program(program: torch.export.ExportedProgram, model: torch.nn.Module)
             assert rel(module(x), model(x)) < 1e-5, shape
 
 
-def onnx_runtime() -> Optional[ModuleType]:
-    """onnxruntime when the whole `onnx` extra is installed, else None."""
-    try:
-        import onnx  # noqa: F401
-        import onnxruntime
-        import onnxscript  # noqa: F401
-    except ImportError:
-        return None
-    return onnxruntime
-
-
 @pytest.mark.parametrize('variant', VARIANTS)
 def test_torch_export(variant):
-    """torch.export with a dynamic batch and size; with the onnx extra its own test covers the same program."""
-    if onnx_runtime() is not None:
-        pytest.skip('test_onnx_runtime_matches_pytorch checks the same torch.export program')
+    """torch.export of the inference form (what `export --out m.pt2` writes), dynamic batch and size."""
     model = create(variant)
     check_program(export_program(model, img_size=64), model)
-
-
-@pytest.mark.parametrize('variant', VARIANTS)
-def test_onnx_runtime_matches_pytorch(variant, tmp_path):
-    """One export: the torch.export program behind the ONNX file, then the file in ONNX Runtime."""
-    ort = onnx_runtime()
-    if ort is None:
-        pytest.skip('needs the onnx extra: pip install timm-mobileformer[onnx]')
-    model = create(variant)
-    path = tmp_path / f'{variant}.onnx'
-    check_program(export_onnx(model, path, img_size=64).exported_program, model)
-    session = ort.InferenceSession(str(path), providers=['CPUExecutionProvider'])
-    with torch.no_grad():
-        for shape in SHAPES:
-            x = torch.randn(*shape)
-            out = torch.from_numpy(session.run(None, {session.get_inputs()[0].name: x.numpy()})[0])
-            assert rel(out, model(x)) < 1e-4, shape
 
 
 def test_inference_form_leaves_the_model_alone():

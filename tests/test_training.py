@@ -31,7 +31,7 @@ BATCH_SIZE = 32
 EPOCHS = 10
 TRAIN_PER_CLASS = 800  # 4800 images: 150 updates per epoch, 1500 in all
 VAL_PER_CLASS = 50
-MIN_TOP1 = 2 * CHANCE  # 33%; measured 41.7% (model) and 39.3% (EMA) on the 2-core dev machine
+MIN_TOP1 = 2 * CHANCE  # 33%; measured 41.0% (model) and 39.7% (EMA) on the 2-core dev machine
 
 
 @pytest.fixture(scope='module')
@@ -137,12 +137,13 @@ def test_grad_checkpointing_gives_the_same_gradients(threads):
 
 
 def test_mobileformer_26m_learns_the_demo_task(demo: Path, threads):
-    """From scratch, 10 epochs over 4800 32-px images (261 s on 2 cores): validation top-1 at least
+    """From scratch, 10 epochs over 4800 32-px images (364 s on 2 cores): validation top-1 at least
     2x chance, EMA included."""
     utils.random_seed(42)
     train_loader = make_loader(demo, 'train', training=True)
     val_loader = make_loader(demo, 'validation', training=False)
-    model = make_model()
+    # gradient checkpointing only recomputes the forward (test_grad_checkpointing_gives_the_same_gradients)
+    model = make_model(grad_checkpointing=False)
     task = ClassificationTask(model, SoftTargetCrossEntropy(), device=torch.device('cpu'), verbose=False)
     optimizer = make_optimizer(model)
     task.setup_ema(decay=0.998, use_warmup=True)

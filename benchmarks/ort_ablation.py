@@ -1,0 +1,75 @@
+"""What each part of the runtime form costs in ONNX Runtime: parts replaced by an identity, exported again.
+
+    python benchmarks/ort_ablation.py --model 294m --peer mobilenetv3_large_100 --rounds 6
+
+Each file runs in its own session (ort.py's options); sessions alternate in bursts of 0.3 s, and the median
+burst throughput is reported. The removed parts change the output, so only the speeds mean anything. Used for
+the table "Which parts cost what" in docs/deploy.md.
+"""
+import argparse
+import contextlib
+import statistics
+import tempfile
+import time
+from pathlib import Path
+from unittest import mock
+
+import timm
+
+import timm_mobileformer  # noqa: F401  (registers the models)
+from timm_mobileformer.export import export_onnx
+from timm_mobileformer.layers import deploy
+from timm_mobileformer.ort import export_for_bench, make_call, make_session
+
+ABLATIONS = {
+    'as shipped': {},
+    'without the dynamic ReLUs': {'dyrelu': lambda x, k: x},
+    'without Former→Mobile': {'PixelsReadTokens.forward': lambda self, x, tokens: x},
+    'without Mobile→Former and the Former': {
+        'Bridge.forward': lambda self, x, t: (t[:, :1] if self.first_only else t).expand(x.shape[0], -1, -1)
+        + x.mean() * 0,
+        'Former.forward': lambda self, tokens: tokens},
+}
+ABLATIONS['convs and head only'] = {k: v for a in list(ABLATIONS.values())[1:] for k, v in a.items()}
+
+
+def export_ablated(model, path: Path, patches: dict) -> Path:
+    with contextlib.ExitStack() as stack:
+        for name, value in patches.items():
+            owner, _, attr = name.rpartition('.')
+            stack.enter_context(mock.patch.object(getattr(deploy, owner) if owner else deploy, attr, value))
+        export_onnx(model, path)
+    return path
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument('--model', default='294m')
+    parser.add_argument('--peer', default='mobilenetv3_large_100')
+    parser.add_argument('--batch-sizes', type=int, nargs='+', default=[1, 16])
+    parser.add_argument('--rounds', type=int, default=6)
+    parser.add_argument('--threads', type=int, default=2)
+    args = parser.parse_args()
+    model = timm.create_model(f'mobileformer_{args.model}').eval()
+    with tempfile.TemporaryDirectory() as tmp:
+        paths = {args.peer: export_for_bench(args.peer, Path(tmp))}
+        for i, (name, patches) in enumerate(ABLATIONS.items()):
+            paths[name] = export_ablated(model, Path(tmp) / f'{i}.onnx', patches)
+        sessions = {name: make_session(path, args.threads) for name, path in paths.items()}
+        for batch_size in args.batch_sizes:
+            calls = {name: make_call(s, batch_size, 224) for name, s in sessions.items()}
+            speeds = {name: [] for name in calls}
+            for _ in range(args.rounds * 3):
+                for name, call in calls.items():
+                    call()
+                    n, start = 0, time.perf_counter()
+                    while time.perf_counter() - start < 0.3:
+                        call()
+                        n += 1
+                    speeds[name].append(n * batch_size / (time.perf_counter() - start))
+            for name, v in speeds.items():
+                print(f'batch {batch_size:3d}  {name:40s} {1e3 / statistics.median(v):7.2f} ms per image')
+
+
+if __name__ == '__main__':
+    main()

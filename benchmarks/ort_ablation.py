@@ -1,25 +1,25 @@
 """What each part of the runtime form costs in ONNX Runtime: parts replaced by an identity, exported again.
 
-    python benchmarks/ort_ablation.py --model 294m --peer mobilenetv3_large_100 --rounds 6
+    python benchmarks/ort_ablation.py --model 294m --peer mobilenetv3_large_100 --rounds 12
 
-Each file runs in its own session (ort.py's options); sessions alternate in bursts of 0.3 s, and the median
-burst throughput is reported. The removed parts change the output, so only the speeds mean anything. Used for
+Each file runs in its own session (ort.py's options), timed by `timm-mobileformer bench`'s own alternating
+rounds (`bench.run_cell`, rounds of about 0.3 s); the median round is reported. The removed parts change the output, so only the speeds mean anything. Used for
 the table "Which parts cost what" in docs/deploy.md.
 """
 import argparse
 import contextlib
 import statistics
 import tempfile
-import time
 from pathlib import Path
 from unittest import mock
 
 import timm
 
 import timm_mobileformer  # noqa: F401  (registers the models)
+from timm_mobileformer.bench import run_cell
 from timm_mobileformer.export import export_onnx
 from timm_mobileformer.layers import deploy
-from timm_mobileformer.ort import export_for_bench, make_call, make_session
+from timm_mobileformer.ort import export_for_bench, make_session
 
 ABLATIONS = {
     'as shipped': {},
@@ -47,7 +47,7 @@ def main() -> None:
     parser.add_argument('--model', default='294m')
     parser.add_argument('--peer', default='mobilenetv3_large_100')
     parser.add_argument('--batch-sizes', type=int, nargs='+', default=[1, 16])
-    parser.add_argument('--rounds', type=int, default=6)
+    parser.add_argument('--rounds', type=int, default=12)
     parser.add_argument('--threads', type=int, default=2)
     args = parser.parse_args()
     model = timm.create_model(f'mobileformer_{args.model}').eval()
@@ -57,19 +57,9 @@ def main() -> None:
             paths[name] = export_ablated(model, Path(tmp) / f'{i}.onnx', patches)
         sessions = {name: make_session(path, args.threads) for name, path in paths.items()}
         for batch_size in args.batch_sizes:
-            calls = {name: make_call(s, batch_size, 224) for name, s in sessions.items()}
-            speeds = {name: [] for name in calls}
-            for _ in range(args.rounds * 3):
-                for name, call in calls.items():
-                    call()
-                    n, start = 0, time.perf_counter()
-                    while time.perf_counter() - start < 0.3:
-                        call()
-                        n += 1
-                    speeds[name].append(n * batch_size / (time.perf_counter() - start))
-            for name, v in speeds.items():
-                print(f'batch {batch_size:3d}  {name:40s} {1e3 / statistics.median(v):7.2f} ms per image')
-
+            cell = run_cell(list(sessions), 'onnxruntime', batch_size, args.rounds, 0.3, 224, lambda m: None, sessions)
+            for name, speeds in cell.rounds.items():
+                print(f'batch {batch_size:3d}  {name:40s} {1e3 / statistics.median(speeds):7.2f} ms per image')
 
 if __name__ == '__main__':
     main()

@@ -11,8 +11,9 @@ form: `model.fuse()` for Mobile-Former, timm's `reparameterize_model` for the pe
 step: forward, cross-entropy, backward, update; batch sizes of at least 2, BatchNorm needs them).
 
 `runtime='onnxruntime'` times ONNX Runtime sessions instead (one cell per batch size, mode `onnxruntime`):
-every model is exported first (Mobile-Former through `export_onnx`, the peers through the same exporter), all
-sessions get the same options (see `ort.py`); `profile=True` also prints ORT's kernel time by op type.
+every model is exported first (Mobile-Former through `export_onnx`, the peers through the same exporter, image
+size fixed), then optimized by ORT with the cell's batch fixed (`export.save_optimized`: the deployment form);
+all sessions get the same options (see `ort.py`); `profile=True` also prints ORT's kernel time by op type.
 """
 import json
 import math
@@ -351,7 +352,7 @@ def benchmark(
                                     f'choose another peer or --img-size') from err
     log('MAdds (M): ' + ', '.join(f'{n} {madds[n] / 1e6:.1f}' for n in names))
 
-    sessions, profiles, tmpdir = None, {}, None
+    sessions, profiles, tmpdir = {}, {}, None
     if runtime == 'onnxruntime':
         import tempfile
         from . import ort
@@ -361,22 +362,27 @@ def benchmark(
             t0 = time.perf_counter()
             files[name] = ort.export_for_bench(name, Path(tmpdir.name), img_size)
             log(f'  exported {name} in {time.perf_counter() - t0:.0f} s')
-        sessions = {name: ort.make_session(files[name], threads) for name in names}
-        env['onnxruntime'] = __import__('onnxruntime').__version__
-        env['ort_threads'] = threads or os.cpu_count()
-        if profile:
-            for batch_size in batch_sizes:
-                for name in names:
-                    rows, n_nodes = ort.profile_ops(files[name], batch_size, img_size, threads)
+        for batch_size in batch_sizes:
+            sessions[batch_size] = {}
+            for name in names:
+                optimized, rewritten = ort.optimize_for_batch(files[name], batch_size)
+                sessions[batch_size][name] = ort.make_session(optimized, threads)
+                if rewritten:
+                    log(f'  {name}, batch {batch_size}: {rewritten} dynamic ReLUs in the blocked layout')
+                if profile:
+                    rows, n_nodes = ort.profile_ops(optimized, batch_size, img_size, threads)
                     profiles[f'{name} batch {batch_size}'] = dict(nodes=n_nodes, ops=rows)
                     log(ort.format_profile(f'{name}, batch {batch_size}', rows, n_nodes))
+        env['onnxruntime'] = __import__('onnxruntime').__version__
+        env['ort_threads'] = threads or os.cpu_count()
 
     load = ForeignLoad()
     cells = []
     try:
         for i, (mode, batch_size) in enumerate(cells_todo):
             log(f'[{i + 1}/{len(cells_todo)}] {mode}, batch {batch_size}')
-            cells.append(run_cell(names, mode, batch_size, rounds, round_time, img_size, log, sessions))
+            cells.append(run_cell(names, mode, batch_size, rounds, round_time, img_size, log,
+                                  sessions.get(batch_size)))
     finally:
         if tmpdir is not None:
             tmpdir.cleanup()

@@ -28,6 +28,8 @@ from .outputs import check_output, staged
 
 # The exported graph guards on a last feature map larger than 1 x 1, i.e. inputs of 33 px and more
 MIN_SIZE, MAX_SIZE = 64, 4096
+# the largest |exported - PyTorch| / max |PyTorch| a written file may show
+MAX_REL_DIFF = 1e-4
 
 
 def inference_form(model: nn.Module) -> nn.Module:
@@ -73,11 +75,13 @@ def export_onnx(
         opset: Optional[int] = None,
         fixed_size: bool = False,
         optimized_path: Optional[Path] = None,
+        optimized_batch: Optional[int] = None,
 ) -> 'torch.onnx.ONNXProgram':
     """Write the runtime form of `model` to one ONNX file with a dynamic batch and image size (with
     `fixed_size`, img_size x img_size only); the returned ONNXProgram also holds the `torch.export` program it
     was translated from. With `optimized_path`, also write ONNX Runtime's optimized model (ORT_ENABLE_ALL, CPU;
-    it runs only on a machine like this one)."""
+    it runs only on a machine like this one), with its batch fixed at `optimized_batch` if given (see
+    `save_optimized`)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = _partial(path)
@@ -88,24 +92,60 @@ def export_onnx(
             opset_version=opset, external_data=False, input_names=['x'], output_names=['logits'],
         )
         if optimized_path is not None:
-            save_optimized(tmp, optimized_path)
+            save_optimized(tmp, optimized_path, optimized_batch)
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
     return program
 
 
-def save_optimized(path: Path, optimized_path: Path) -> None:
-    """ONNX Runtime's optimized form of the ONNX file `path` (ORT_ENABLE_ALL), written atomically."""
+def save_optimized(path: Path, optimized_path: Path, batch_size: Optional[int] = None) -> int:
+    """ONNX Runtime's optimized form of the ONNX file `path` (ORT_ENABLE_ALL, CPU), written atomically; it runs
+    only on machines like this one. With `batch_size`, the batch is fixed first and the dynamic ReLUs are then
+    computed in ORT's blocked layout (`nchwc.py`), and the file is checked against `path` before it is kept.
+    Returns the number of dynamic ReLUs rewritten."""
+    import onnx
+    from .nchwc import pin_batch, rewrite_dynamic_relus
     from .ort import make_session
     optimized_path = Path(optimized_path)
     optimized_path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = _partial(optimized_path)
+    tmp, pinned = _partial(optimized_path), optimized_path.with_name(f'.{optimized_path.name}.pinned.partial')
     try:
-        make_session(Path(path), optimized_path=str(tmp))
+        source = Path(path)
+        if batch_size:
+            onnx.save(pin_batch(onnx.load(str(path)), batch_size), str(pinned))
+            source = pinned
+        make_session(source, optimized_path=str(tmp))
+        rewritten = 0
+        if batch_size:
+            model = onnx.load(str(tmp))
+            rewritten = rewrite_dynamic_relus(model)
+            onnx.save(model, str(tmp))
+            _check_same_outputs(tmp, Path(path), batch_size)
         os.replace(tmp, optimized_path)
     finally:
         tmp.unlink(missing_ok=True)
+        pinned.unlink(missing_ok=True)
+    return rewritten
+
+
+def _check_same_outputs(path: Path, reference: Path, batch_size: int) -> None:
+    """The ONNX file `path` computes what `reference` computes, at `batch_size` and (where free) two sizes."""
+    import numpy as np
+    from .ort import make_session
+    session, ref_session = make_session(path), make_session(reference)
+    dims = session.get_inputs()[0].shape
+    sizes = [tuple(dims[2:])] if all(isinstance(d, int) for d in dims[2:]) else [(224, 224), (160, 224)]
+    rng = np.random.default_rng(0)
+    for size in sizes:
+        x = rng.standard_normal((batch_size, 3) + size, dtype=np.float32)
+        out = session.run(None, {session.get_inputs()[0].name: x})[0]
+        ref = ref_session.run(None, {ref_session.get_inputs()[0].name: x})[0]
+        diff = float(np.abs(out - ref).max() / np.abs(ref).max())
+        if not diff <= MAX_REL_DIFF:  # NaN too
+            raise MobileFormerError(f"ONNX Runtime's optimized model differs from the ONNX file by {diff:.1e} "
+                                    f'(relative) at {x.shape}: nothing was written; save it without --batch-size, '
+                                    f'and please report this with your onnxruntime version')
 
 
 def save_program(model: nn.Module, path: Path, img_size: int = 224) -> ExportedProgram:
@@ -139,7 +179,6 @@ def onnx_max_rel_diff(path: Path, model: nn.Module, x: torch.Tensor) -> float:
 
 
 FORMATS = {'.onnx': 'ONNX', '.pt2': 'torch.export program'}
-MAX_REL_DIFF = 1e-4
 
 
 def check_export_format(path: Path) -> None:
@@ -163,6 +202,7 @@ def export_to(
         log: Callable[[str], None] = lambda message: None,
         fixed_size: bool = False,
         optimized_path: Optional[Path] = None,
+        optimized_batch: Optional[int] = None,
 ) -> Dict[str, float]:
     """Export `model` to `path` (.onnx or .pt2), check the written file against eager PyTorch, and only then
     move it into place; returns the max relative differences checked. A file whose outputs differ by more
@@ -191,5 +231,8 @@ def export_to(
                                     f'{MAX_REL_DIFF:g}: nothing was written; this is a timm-mobileformer bug, '
                                     f'please report it')
         if optimized_path is not None and path.suffix == '.onnx':
-            save_optimized(tmp, optimized_path)
+            rewritten = save_optimized(tmp, optimized_path, optimized_batch)
+            log(f"wrote {optimized_path} (ONNX Runtime's optimized model"
+                + (f', batch {optimized_batch}, {rewritten} dynamic ReLUs in the blocked layout)' if optimized_batch
+                   else ', dynamic batch)'))
     return checks

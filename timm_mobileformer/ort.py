@@ -1,9 +1,11 @@
 """ONNX Runtime sessions, timing and profiles for `timm-mobileformer bench --runtime onnxruntime`.
 
-Every model is exported with the same exporter (`torch.onnx.export(dynamo=True)`, dynamic batch and size):
-Mobile-Former through the package's `export_onnx` (the runtime form of `layers/deploy.py`), timm peers as they
-are (eval, `reparameterize_model`). All sessions get the same options: ORT_ENABLE_ALL, `threads` intra-op
-threads (default: all logical CPUs), sequential execution.
+Every model is exported with the same exporter (`torch.onnx.export(dynamo=True)`, the image size fixed, the
+batch dynamic): Mobile-Former through the package's `export_onnx` (the runtime form of `layers/deploy.py`), timm
+peers as they are (eval, `reparameterize_model`). For each batch size, every model then runs from ONNX Runtime's
+optimized model with that batch fixed (`export.save_optimized`, which for Mobile-Former also moves the dynamic
+ReLUs into ORT's blocked layout): the deployment form the README recommends. All sessions get the same options:
+ORT_ENABLE_ALL, `threads` intra-op threads (default: all logical CPUs), sequential execution.
 """
 import collections
 import json
@@ -30,6 +32,7 @@ def session_options(threads: Optional[int] = None, profile_prefix: Optional[str]
         opts.profile_file_prefix = profile_prefix
     if optimized_path:
         opts.optimized_model_filepath = optimized_path
+        opts.log_severity_level = 3  # not the warning that such a file is for this kind of machine: we say so
     return opts
 
 
@@ -41,10 +44,10 @@ def make_session(path: Path, threads: Optional[int] = None, profile_prefix: Opti
 
 
 def export_peer(model: nn.Module, path: Path, img_size: int = 224) -> None:
-    """A timm model through the same exporter as Mobile-Former: dynamo, dynamic batch and size."""
+    """A timm model through the same exporter as Mobile-Former: dynamo, dynamic batch, img_size fixed."""
     from .export import dynamic_shapes
     x = torch.randn(2, 3, img_size, img_size)
-    torch.onnx.export(model.eval(), (x,), str(path), dynamo=True, dynamic_shapes=dynamic_shapes(),
+    torch.onnx.export(model.eval(), (x,), str(path), dynamo=True, dynamic_shapes=dynamic_shapes(fixed_size=True),
                       external_data=False, input_names=['x'], output_names=['logits'])
 
 
@@ -57,10 +60,18 @@ def export_for_bench(name: str, folder: Path, img_size: int = 224) -> Path:
     path = Path(folder) / f'{name}.onnx'
     model = timm.create_model(name).eval()
     if name in model_cfgs:
-        export_onnx(model, path, img_size=img_size)
+        export_onnx(model, path, img_size=img_size, fixed_size=True)
     else:
         export_peer(reparameterize_model(model), path, img_size)
     return path
+
+
+def optimize_for_batch(path: Path, batch_size: int) -> Tuple[Path, int]:
+    """ONNX Runtime's optimized model of `path` with the batch fixed, next to it; and the number of dynamic ReLUs
+    moved into the blocked layout (0 for a model without them)."""
+    from .export import save_optimized
+    optimized = path.with_name(f'{path.stem}_b{batch_size}.ort.onnx')
+    return optimized, save_optimized(path, optimized, batch_size)
 
 
 def make_call(session, batch_size: int, img_size: int) -> Callable[[], None]:

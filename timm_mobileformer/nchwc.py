@@ -1,0 +1,138 @@
+"""The dynamic ReLU in ONNX Runtime's blocked layout: a rewrite of ORT's own optimized graph.
+
+ONNX Runtime (CPU) runs convs in its blocked NCHWc layout, but a `Mul` by a per-sample channel vector only in
+plain NCHW, so ORT's optimized graph computes each dynamic ReLU max(k1 x, k2 x) as
+ReorderOutput, Mul, Mul, Max, ReorderInput: five passes over the map, two of them layout changes.
+
+ORT's NCHWc depthwise conv takes its weights as a runtime input, so the same math stays in the blocked layout:
+
+    max(k1 x, k2 x) = k2 x + relu((k1 - k2) x)
+    u = Conv_dw(x, k1 - k2, activation=Relu);   y = Conv_dw(x, k2, Sum=u)
+
+(1x1 depthwise weights are one value per channel, the same in the blocked and the plain order; channels ORT
+pads to its block get zero slopes). The blocked buffer of an (N, C, H, W) map is that of (1, N C, H, W), so a
+batch of N is one conv with N C groups: the batch must be fixed (`pin_batch`); height and width stay free.
+Where a dynamic ReLU follows a conv that ORT keeps in NCHW (the multiplier depthwise convs), its output is
+reordered once instead of the ReLU's. A site that does not match the pattern exactly is left as it is, and
+`export.save_optimized` checks the rewritten file against the ONNX file it came from.
+"""
+from typing import Dict, List, Optional
+
+import numpy as np
+
+NCHWC = 'com.microsoft.nchwc'
+
+
+def pin_batch(model: 'onnx.ModelProto', batch_size: int) -> 'onnx.ModelProto':
+    """`model` with the batch dimension of its inputs and outputs fixed at `batch_size` (in place)."""
+    for value in list(model.graph.input) + list(model.graph.output):
+        dim = value.type.tensor_type.shape.dim[0]
+        dim.ClearField('dim_param')
+        dim.dim_value = batch_size
+    return model
+
+
+def _attr(node, name: str, default=None):
+    for a in node.attribute:
+        if a.name == name:
+            return a
+    return default
+
+
+def _in_channels(conv, weights: Dict[str, tuple]) -> Optional[int]:
+    """The input channels, as ORT padded them to its block, of an NCHWc conv with constant weights."""
+    if conv.domain != NCHWC or conv.op_type != 'Conv' or len(conv.input) < 2 or conv.input[1] not in weights:
+        return None
+    out_chs, in_per_group = weights[conv.input[1]][:2]
+    group = _attr(conv, 'group')
+    group = group.i if group is not None else 1
+    if group > 1 and in_per_group == 1:  # depthwise
+        return out_chs
+    return in_per_group * group
+
+
+def rewrite_dynamic_relus(model: 'onnx.ModelProto') -> int:
+    """Rewrite the dynamic ReLUs of ORT's optimized graph `model` (batch fixed) into NCHWc depthwise convs, in
+    place; returns how many were rewritten."""
+    from onnx import helper, numpy_helper
+
+    graph = model.graph
+    batch = graph.input[0].type.tensor_type.shape.dim[0].dim_value
+    if batch < 1:
+        raise ValueError('the dynamic ReLU rewrite needs a fixed batch (pin_batch)')
+    weights = {t.name: tuple(t.dims) for t in graph.initializer}
+    nodes = list(graph.node)
+    producer = {out: n for n in nodes for out in n.output}
+    consumers: Dict[str, List] = {}
+    for n in nodes:
+        for name in n.input:
+            consumers.setdefault(name, []).append(n)
+
+    replaced, inserted = set(), {}
+    for mx in nodes:
+        if mx.op_type != 'Max' or mx.domain or len(mx.input) != 2:
+            continue
+        m1, m2 = producer.get(mx.input[0]), producer.get(mx.input[1])
+        if not (m1 and m2 and m1.op_type == m2.op_type == 'Mul' and m1.input[0] == m2.input[0]):
+            continue
+        x = m1.input[0]
+        source, after = producer.get(x), consumers.get(mx.output[0], [])
+        if source is None or len(consumers[x]) != 2 or len(after) != 1 or after[0].op_type != 'ReorderInput':
+            continue
+        reorder_in = after[0]
+        nxt = consumers.get(reorder_in.output[0], [])
+        padded = _in_channels(nxt[0], weights) if len(nxt) == 1 else None
+        if padded is None:
+            continue
+        p = f'nchwc_dyrelu{len(inserted)}_'
+        new = []
+        if source.op_type == 'ReorderOutput' and source.domain == NCHWC:
+            channels, blocked = _attr(source, 'channels').i, source.input[0]
+            made_by = producer.get(blocked)
+            if made_by is None or made_by.domain != NCHWC or weights.get(made_by.input[1], (0,))[0] != padded:
+                continue
+        elif source.op_type in ('Conv', 'FusedConv') and source.input[1] in weights:
+            channels, blocked = weights[source.input[1]][0], p + 'x'
+            new.append(helper.make_node('ReorderInput', [x], [blocked], p + 'reorder', domain=NCHWC,
+                                        **{a.name: helper.get_attribute_value(a) for a in reorder_in.attribute}))
+        else:
+            continue
+
+        def const(name: str, values: List[int]) -> str:
+            graph.initializer.append(numpy_helper.from_array(np.asarray(values, dtype=np.int64), p + name))
+            return p + name
+
+        k1, k2 = m1.input[1], m2.input[1]
+        new.append(helper.make_node('Sub', [k1, k2], [p + 'kd'], p + 'sub'))
+        slopes = [p + 'kd', k2]
+        if padded > channels:
+            pads = const('pads', [0, 0, 0, 0, 0, padded - channels, 0, 0])
+            new += [helper.make_node('Pad', [k, pads], [k + '_pad'], k + '_pad') for k in slopes]
+            slopes = [k + '_pad' for k in slopes]
+        shape = const('wshape', [batch * padded, 1, 1, 1])
+        new += [helper.make_node('Reshape', [k, shape], [p + f'w{i}'], p + f'w{i}') for i, k in enumerate(slopes)]
+        conv = dict(domain=NCHWC, kernel_shape=[1, 1], group=batch * padded, strides=[1, 1], pads=[0, 0, 0, 0],
+                    dilations=[1, 1])
+        out = reorder_in.output[0]
+        if batch > 1:  # the batch's channels as one conv's groups: the same blocked buffer
+            new.append(helper.make_node('Reshape', [blocked, const('xshape', [1, batch * padded, 0, 0])], [p + 'xg'],
+                                        p + 'xg'))
+            blocked, out = p + 'xg', p + 'yg'
+        new.append(helper.make_node('Conv', [blocked, p + 'w0'], [p + 'u'], p + 'relu', activation='Relu', **conv))
+        new.append(helper.make_node('Conv', [blocked, p + 'w1', '', p + 'u'], [out], p + 'sum', **conv))
+        if batch > 1:
+            new.append(helper.make_node('Reshape', [out, const('yshape', [batch, padded, 0, 0])],
+                                        [reorder_in.output[0]], p + 'y'))
+        replaced.update(id(n) for n in (m1, m2, mx, reorder_in))
+        if source.op_type == 'ReorderOutput':
+            replaced.add(id(source))
+        inserted[id(reorder_in)] = new
+
+    order = []
+    for n in nodes:
+        order += inserted.get(id(n), [])
+        if id(n) not in replaced:
+            order.append(n)
+    del graph.node[:]
+    graph.node.extend(order)
+    return len(inserted)

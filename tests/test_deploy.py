@@ -1,7 +1,8 @@
 """The runtime form (layers/deploy.py) computes what the plain model computes: eagerly, and as ONNX files in ONNX
-Runtime with a dynamic size (all seven variants) and a fixed size, at two batch sizes and two shapes. Weights
-are random with BatchNorm statistics, gates and slopes moved off their initial values, so that every fold
-is exercised. Needs the `onnx` extra; the ONNX tests skip without it."""
+Runtime with a dynamic size (all seven variants) and a fixed size, at two batch sizes and two shapes; so does
+ONNX Runtime's optimized model with the batch fixed, whose dynamic ReLUs nchwc.py rewrites (all seven, two
+shapes). Weights are random with BatchNorm statistics, gates and slopes moved off their initial values, so
+that every fold is exercised. Needs the `onnx` extra; the ONNX tests skip without it."""
 import collections
 
 import pytest
@@ -68,8 +69,8 @@ def exports(tmp_path_factory, ort):
 
 
 def export_through_cli(model: torch.nn.Module, path) -> None:
-    """`timm-mobileformer export --checkpoint W --out M.onnx --save-optimized O`: the command's own ONNX Runtime
-    check passes, and it leaves exactly the two files asked for."""
+    """`timm-mobileformer export --checkpoint W --out M.onnx --save-optimized O --batch-size 2`: the command's own
+    ONNX Runtime checks pass, and it leaves exactly the two files asked for."""
     from timm_mobileformer.cli import main
     checkpoint = path.parent / 'weights' / 'model.pth'
     checkpoint.parent.mkdir()
@@ -77,7 +78,7 @@ def export_through_cli(model: torch.nn.Module, path) -> None:
     optimized = path.with_name('optimized.onnx')
     before = set(path.parent.iterdir())
     assert main(['export', '--checkpoint', str(checkpoint), '--out', str(path), '--img-size', '64',
-                 '--save-optimized', str(optimized)]) == 0
+                 '--save-optimized', str(optimized), '--batch-size', '2']) == 0
     assert set(path.parent.iterdir()) - before == {path, optimized}
 
 
@@ -128,3 +129,89 @@ def test_deploy_form_leaves_the_model_alone():
     before = {k: v.clone() for k, v in model.state_dict().items()}
     DeployMobileFormer(model)
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+
+
+def mobile_former_blocks(model: torch.nn.Module) -> int:
+    return sum(hasattr(block, 'mobile_to_former') for block in model.blocks)
+
+
+def uses_blocked_layout(path) -> bool:
+    """Whether ONNX Runtime put convs of this optimized model in its blocked layout (x86 with AVX2 and up)."""
+    import onnx
+    from timm_mobileformer.nchwc import NCHWC
+    return any(node.domain == NCHWC for node in onnx.load(str(path)).graph.node)
+
+
+@pytest.mark.parametrize('variant', VARIANTS)
+def test_ort_optimized_fixed_batch_matches(variant, exports, tmp_path):
+    """`save_optimized(batch_size=2)`: every dynamic ReLU (two per Mobile-Former block) moves into the blocked
+    layout where ORT uses it, and the file computes what PyTorch computes at two sizes, at that batch only."""
+    import onnx
+    from timm_mobileformer.export import save_optimized
+    from timm_mobileformer.ort import make_session
+    model, _, path = exports(variant)
+    optimized = tmp_path / 'optimized.onnx'
+    rewritten = save_optimized(path, optimized, batch_size=2)
+    if uses_blocked_layout(optimized):
+        assert rewritten == 2 * mobile_former_blocks(model)
+        ops = collections.Counter(node.op_type for node in onnx.load(str(optimized)).graph.node)
+        assert ops['Max'] == 0, ops  # no dynamic ReLU left in NCHW
+    session = make_session(optimized)
+    with torch.no_grad():
+        for size in ((64, 64), (96, 160)):
+            x = torch.randn(2, 3, *size)
+            assert rel(run(session, x), model(x)) < TOL, size
+    with pytest.raises(Exception):  # the batch is fixed
+        run(session, torch.randn(3, 3, 64, 64))
+
+
+def test_wrong_rewrite_is_not_kept(exports, tmp_path, monkeypatch):
+    """The optimized model is checked against the ONNX file before it is written: a rewrite with the slopes'
+    difference reversed is refused and leaves nothing behind."""
+    from timm_mobileformer import nchwc
+    from timm_mobileformer.errors import MobileFormerError
+    from timm_mobileformer.export import save_optimized
+    rewrite = nchwc.rewrite_dynamic_relus
+
+    def reversed_slopes(model):
+        count = rewrite(model)
+        if not count:
+            pytest.skip('ONNX Runtime does not use its blocked layout on this CPU')
+        for node in model.graph.node:
+            if node.op_type == 'Sub' and node.name.startswith('nchwc_'):
+                node.input[0], node.input[1] = node.input[1], node.input[0]
+        return count
+
+    monkeypatch.setattr(nchwc, 'rewrite_dynamic_relus', reversed_slopes)
+    _, _, path = exports('mobileformer_26m')
+    out = tmp_path / 'out'
+    with pytest.raises(MobileFormerError, match='differs from the ONNX file'):
+        save_optimized(path, out / 'optimized.onnx', batch_size=1)
+    assert not any(out.iterdir())
+
+
+def test_bench_onnxruntime(exports, tmp_path, monkeypatch):
+    """`bench --runtime onnxruntime` times every model from its optimized file per batch size, alternating,
+    with the op profile; the export is the one tested above (bench exports the same way)."""
+    from timm_mobileformer import ort
+    from timm_mobileformer.bench import benchmark
+    _, _, path = exports(CLI_VARIANT)
+    peer = 'mobilenetv3_small_050'
+    peer_path = tmp_path / f'{peer}.onnx'
+    ort.export_peer(timm.create_model(peer).eval(), peer_path, img_size=64)
+    files = {CLI_VARIANT: path, peer: peer_path}
+    monkeypatch.setattr(ort, 'export_for_bench', lambda name, folder, img_size: files[name])
+    lines = []
+    report = benchmark([CLI_VARIANT], tmp_path / 'bench', peers=[peer], batch_sizes=(1, 2), rounds=2,
+                       round_time=0.05, img_size=64, runtime='onnxruntime', profile=True, threads=1,
+                       log=lines.append)
+    assert [(c['mode'], c['batch_size']) for c in report['cells']] == [('onnxruntime', 1), ('onnxruntime', 2)]
+    for cell in report['cells']:
+        assert all(len(cell['rounds'][name]) == 2 and min(cell['rounds'][name]) > 0 for name in files)
+    assert {row['model'] for row in report['rows']} == set(files)
+    assert set(report['profiles']) == {f'{name} batch {b}' for name in files for b in (1, 2)}
+    rewritten = [line for line in lines if 'dynamic ReLUs in the blocked layout' in line]
+    optimized = path.with_name(f'{path.stem}_b1.ort.onnx')
+    assert len(rewritten) == (2 if uses_blocked_layout(optimized) else 0)
+    assert all(CLI_VARIANT in line for line in rewritten)
+    assert (tmp_path / 'bench' / 'bench.json').is_file()

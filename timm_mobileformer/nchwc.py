@@ -87,10 +87,7 @@ def rewrite_dynamic_relus(model: 'onnx.ModelProto') -> int:
         p = f'nchwc_dyrelu{len(inserted)}_'
         new = []
         if source.op_type == 'ReorderOutput' and source.domain == NCHWC:
-            channels, blocked = _attr(source, 'channels').i, source.input[0]
-            made_by = producer.get(blocked)
-            if made_by is None or made_by.domain != NCHWC or weights.get(made_by.input[1], (0,))[0] != padded:
-                continue
+            channels, blocked = _attr(source, 'channels').i, source.input[0]  # blocked: padded like the ReLU's
         elif source.op_type in ('Conv', 'FusedConv') and source.input[1] in weights:
             channels, blocked = weights[source.input[1]][0], p + 'x'
             new.append(helper.make_node('ReorderInput', [x], [blocked], p + 'reorder', domain=NCHWC,

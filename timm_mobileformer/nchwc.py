@@ -13,7 +13,7 @@ ORT's NCHWc depthwise conv takes its weights as a runtime input, so the same mat
 pads to its block get zero slopes). The blocked buffer of an (N, C, H, W) map is that of (1, N C, H, W), so a
 batch of N is one conv with N C groups: the batch must be fixed (`pin_batch`); height and width stay free.
 Where a dynamic ReLU follows a conv that ORT keeps in NCHW (the multiplier depthwise convs), its output is
-reordered once instead of the ReLU's. A site that does not match the pattern exactly is left as it is, and
+reordered once instead of the ReLU's; the slopes are read as the (N, C) matrices they were reshaped from. A site that does not match the pattern exactly is left as it is, and
 `export.save_optimized` checks the rewritten file against the ONNX file it came from.
 """
 from typing import Dict, List, Optional
@@ -32,11 +32,11 @@ def pin_batch(model: 'onnx.ModelProto', batch_size: int) -> 'onnx.ModelProto':
     return model
 
 
-def _attr(node, name: str, default=None):
+def _attr(node, name: str):
     for a in node.attribute:
         if a.name == name:
             return a
-    return default
+    return None
 
 
 def _in_channels(conv, weights: Dict[str, tuple]) -> Optional[int]:
@@ -51,6 +51,14 @@ def _in_channels(conv, weights: Dict[str, tuple]) -> Optional[int]:
     return in_per_group * group
 
 
+def _slopes_matrix(name: str, producer: Dict, consumers: Dict, ranks: Dict[str, int]) -> Optional[str]:
+    """The (N, C) matrix that a Reshape turned into the (N, C, 1, 1) slopes `name`, if only the Mul reads them."""
+    reshape = producer.get(name)
+    if reshape is None or reshape.op_type != 'Reshape' or len(consumers.get(name, [])) != 1:
+        return None
+    return reshape.input[0] if ranks.get(reshape.input[0]) == 2 else None
+
+
 def rewrite_dynamic_relus(model: 'onnx.ModelProto') -> int:
     """Rewrite the dynamic ReLUs of ORT's optimized graph `model` (batch fixed) into NCHWc depthwise convs, in
     place; returns how many were rewritten."""
@@ -61,6 +69,7 @@ def rewrite_dynamic_relus(model: 'onnx.ModelProto') -> int:
     if batch < 1:
         raise ValueError('the dynamic ReLU rewrite needs a fixed batch (pin_batch)')
     weights = {t.name: tuple(t.dims) for t in graph.initializer}
+    ranks = {v.name: len(v.type.tensor_type.shape.dim) for v in graph.value_info}
     nodes = list(graph.node)
     producer = {out: n for n in nodes for out in n.output}
     consumers: Dict[str, List] = {}
@@ -99,11 +108,15 @@ def rewrite_dynamic_relus(model: 'onnx.ModelProto') -> int:
             graph.initializer.append(numpy_helper.from_array(np.asarray(values, dtype=np.int64), p + name))
             return p + name
 
-        k1, k2 = m1.input[1], m2.input[1]
+        (k1, k2), rank = (m1.input[1], m2.input[1]), 4
+        matrices = [_slopes_matrix(k, producer, consumers, ranks) for k in (k1, k2)]
+        if all(matrices):  # read the (N, C) slopes; their reshapes to (N, C, 1, 1) go
+            (k1, k2), rank = matrices, 2
+            replaced.update(id(producer[k]) for k in (m1.input[1], m2.input[1]))
         new.append(helper.make_node('Sub', [k1, k2], [p + 'kd'], p + 'sub'))
         slopes = [p + 'kd', k2]
         if padded > channels:
-            pads = const('pads', [0, 0, 0, 0, 0, padded - channels, 0, 0])
+            pads = const('pads', [0] * rank + [0, padded - channels] + [0] * (rank - 2))
             new += [helper.make_node('Pad', [k, pads], [k + '_pad'], k + '_pad') for k in slopes]
             slopes = [k + '_pad' for k in slopes]
         shape = const('wshape', [batch * padded, 1, 1, 1])
@@ -132,4 +145,8 @@ def rewrite_dynamic_relus(model: 'onnx.ModelProto') -> int:
             order.append(n)
     del graph.node[:]
     graph.node.extend(order)
+    used = {name for n in graph.node for name in n.input} | {out.name for out in graph.output}
+    kept = [t for t in graph.initializer if t.name in used]  # the dropped reshapes' shapes
+    del graph.initializer[:]
+    graph.initializer.extend(kept)
     return len(inserted)

@@ -12,7 +12,9 @@ model is used), so that the exported graph holds only the nodes the math needs:
 - token-only work precomputed while the tokens are still input-independent (the first Mobile-Former block's
   q(tokens) and gate(tokens)), and the learned tokens broadcast instead of expanded per batch;
 - the final bridge computes token 0 only (the head reads nothing else), and the head pools the 1x1 conv's map
-  directly (no broadcast token map, no concat of maps).
+  directly (no broadcast token map, no concat of maps);
+- tokens travel as one (batch x tokens, dim) matrix, so every token linear is one Gemm (no reshapes around
+  it); only attention splits them into heads.
 """
 import copy
 from typing import List, Optional, Tuple
@@ -79,6 +81,16 @@ def _const(t: torch.Tensor) -> nn.Parameter:
     return nn.Parameter(t.detach().contiguous().clone(), requires_grad=False)
 
 
+def _split_heads(t: torch.Tensor, tokens: int, heads: int) -> torch.Tensor:
+    """(B M, C) -> (B, heads, M, C / heads)."""
+    return t.reshape(-1, tokens, heads, t.shape[-1] // heads).transpose(1, 2)
+
+
+def _merge_heads(t: torch.Tensor) -> torch.Tensor:
+    """(B, heads, M, C / heads) -> (B M, C)."""
+    return t.transpose(1, 2).reshape(-1, t.shape[1] * t.shape[3])
+
+
 class Slopes(nn.Module):
     """The slopes of a block's dynamic ReLUs from token 0, one Gemm pair for all of them.
 
@@ -131,23 +143,25 @@ def dyrelu(x: torch.Tensor, k: Tuple[torch.Tensor, torch.Tensor]) -> torch.Tenso
 class Bridge(nn.Module):
     """Mobile→Former: tokens read the map, softmax over pixels, gated, projected, residual, LayerNorm.
 
-    With `const_tokens`, q(tokens) and gate(tokens) are constants; with `first_only`, only token 0 is computed.
+    With `tokens` (the learned ones), q(tokens) and gate(tokens) are constants; with `first_only`, only token 0
+    is computed.
     """
 
-    def __init__(self, m2f: nn.Module, tokens: Optional[torch.Tensor] = None, first_only: bool = False):
+    def __init__(self, m2f: nn.Module, num_tokens: int, tokens: Optional[torch.Tensor] = None,
+                 first_only: bool = False):
         super().__init__()
         self.heads = m2f.num_heads
         c = m2f.q.out_features
         self.c = c
+        self.num_tokens = num_tokens
         wq, bq = _linear(m2f.q, m2f.scale)
         wg, bg = _linear(m2f.gate, 1. / 3., 1.)
         self.const = tokens is not None
         self.first_only = first_only
         if self.const:
-            t = tokens[:1] if first_only else tokens
             with torch.no_grad():
-                self.q_const = _const(F.linear(t, wq, bq).reshape(1, -1, self.heads, c // self.heads).transpose(1, 2))
-                self.gate_const = _const(F.linear(t, wg, bg).clamp(0., 2.))
+                self.q_const = _const(_split_heads(F.linear(tokens, wq, bq), num_tokens, self.heads))
+                self.gate_const = _const(F.linear(tokens, wg, bg).clamp(0., 2.))
         else:
             self.wq, self.bq = _const(wq), _const(bq)
             self.wg, self.bg = _const(wg), _const(bg)
@@ -156,26 +170,29 @@ class Bridge(nn.Module):
         self.norm.load_state_dict(m2f.norm.state_dict())
 
     def forward(self, x: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
-        """x (B, C, H, W); tokens (B, M, d) or (1, M, d); returns (B, M, d) (or (B, 1, d) with first_only)."""
-        h, c = self.heads, self.c
+        """x (B, C, H, W); tokens (B M, d), or the learned (1, M, d) when constant; returns (B M, d), or (B, d)
+        with first_only."""
+        h, c, m = self.heads, self.c, self.num_tokens
         if self.first_only:
-            tokens = tokens[:, :1]
-        m = tokens.shape[1]
+            tokens, m = tokens.reshape(-1, m, tokens.shape[-1])[:, 0], 1
         if self.const:
             q, gate = self.q_const, self.gate_const
         else:
-            q = F.linear(tokens, self.wq, self.bq).reshape(-1, m, h, c // h).transpose(1, 2)
+            q = _split_heads(F.linear(tokens, self.wq, self.bq), m, h)
             gate = F.linear(tokens, self.wg, self.bg).clamp(0., 2.)
         pixels = x.flatten(2).unflatten(1, (h, c // h))  # (B, h, c, HW)
         attn = torch.softmax(q @ pixels, dim=-1)  # (B, h, M, HW)
-        out = (attn @ pixels.transpose(-1, -2)).transpose(1, 2).reshape(-1, m, c)
+        out = _merge_heads(attn @ pixels.transpose(-1, -2))  # (B M, c)
+        if self.const:  # the learned tokens, broadcast over the batch
+            out = F.linear(out.reshape(-1, m, c) * gate, self.wp, self.bp)
+            return self.norm((tokens + out).reshape(-1, tokens.shape[-1]))
         return self.norm(tokens + F.linear(out * gate, self.wp, self.bp))
 
 
 class Former(nn.Module):
-    def __init__(self, former: nn.Module):
+    def __init__(self, former: nn.Module, num_tokens: int):
         super().__init__()
-        self.heads = former.num_heads
+        self.heads, self.num_tokens = former.num_heads, num_tokens
         wq, bq = _linear(former.q, former.scale)
         self.wq, self.bq = _const(wq), _const(bq)
         self.wp, self.bp = _const(former.proj.weight), _const(former.proj.bias)
@@ -183,11 +200,11 @@ class Former(nn.Module):
         self.fc1, self.fc2 = former.fc1, former.fc2
 
     def forward(self, tokens: torch.Tensor) -> torch.Tensor:
-        m, d = tokens.shape[1], tokens.shape[2]
-        h = self.heads
-        q = F.linear(tokens, self.wq, self.bq).reshape(-1, m, h, d // h).transpose(1, 2)
-        kv = tokens.reshape(-1, m, h, d // h).transpose(1, 2)
-        out = (torch.softmax(q @ kv.transpose(-1, -2), dim=-1) @ kv).transpose(1, 2).reshape(-1, m, d)
+        """tokens (B M, d) -> (B M, d)."""
+        h, m = self.heads, self.num_tokens
+        q = _split_heads(F.linear(tokens, self.wq, self.bq), m, h)
+        kv = _split_heads(tokens, m, h)
+        out = _merge_heads(torch.softmax(q @ kv.transpose(-1, -2), dim=-1) @ kv)
         tokens = self.norm1(tokens + F.linear(out, self.wp, self.bp))
         return self.norm2(tokens + self.fc2(F.gelu(self.fc1(tokens))))
 
@@ -195,9 +212,9 @@ class Former(nn.Module):
 class PixelsReadTokens(nn.Module):
     """Former→Mobile: every pixel reads the tokens (softmax over tokens) and adds the readout."""
 
-    def __init__(self, f2m: nn.Module):
+    def __init__(self, f2m: nn.Module, num_tokens: int):
         super().__init__()
-        self.heads = f2m.num_heads
+        self.heads, self.num_tokens = f2m.num_heads, num_tokens
         wk, bk = _linear(f2m.k, f2m.scale)
         self.c = f2m.k.out_features
         # k and v in one Gemm
@@ -206,8 +223,7 @@ class PixelsReadTokens(nn.Module):
 
     def forward(self, x: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
         h, c = self.heads, self.c
-        m = tokens.shape[1]
-        kv = F.linear(tokens, self.wkv, self.bkv).reshape(-1, m, 2 * h, c // h).transpose(1, 2)  # (B, 2h, M, c/h)
+        kv = _split_heads(F.linear(tokens, self.wkv, self.bkv), self.num_tokens, 2 * h)  # (B, 2h, M, c/h)
         k, v = kv[:, :h], kv[:, h:]
         pixels = x.flatten(2).unflatten(1, (h, c // h))  # (B, h, c/h, HW)
         attn = torch.softmax(k @ pixels, dim=-2)  # (B, h, M, HW)
@@ -236,10 +252,11 @@ def _inv(perm: torch.Tensor) -> torch.Tensor:
 
 
 class Block(nn.Module):
-    def __init__(self, block: nn.Module, tokens: Optional[torch.Tensor]):
+    def __init__(self, block: nn.Module, num_tokens: int, tokens: Optional[torch.Tensor]):
         super().__init__()
-        self.m2f = Bridge(block.mobile_to_former, tokens)
-        self.former = Former(block.former)
+        self.num_tokens = num_tokens
+        self.m2f = Bridge(block.mobile_to_former, num_tokens, tokens)
+        self.former = Former(block.former, num_tokens)
         mobile = block.mobile
         self.down = hasattr(mobile, 'conv_dw1')
         if self.down:
@@ -264,11 +281,11 @@ class Block(nn.Module):
                               _shuffle_perm(mobile.conv_pwl.conv.out_channels, g2))
             self.slopes = Slopes([mobile.act1, mobile.act2], [None, None])
             self.has_skip = mobile.has_skip
-        self.f2m = PixelsReadTokens(block.former_to_mobile)
+        self.f2m = PixelsReadTokens(block.former_to_mobile, num_tokens)
 
     def forward(self, x: torch.Tensor, tokens: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
         tokens = self.former(self.m2f(x, tokens))
-        k1, k2 = self.slopes(tokens[:, 0])
+        k1, k2 = self.slopes(tokens.reshape(-1, self.num_tokens, tokens.shape[-1])[:, 0])
         if self.down:
             out = self.conv2(dyrelu(self.conv1(x), k1))
             out = self.conv4(dyrelu(self.conv3(out), k2)) + out
@@ -283,9 +300,9 @@ class Head(nn.Module):
     """Token merge and classifier: bridge for token 0, 1x1 conv (ReLU6) on the map, pool, h-swish, concat
     token 0, FC with its BatchNorm1d folded, h-swish, FC."""
 
-    def __init__(self, merge: nn.Module, head: nn.Module):
+    def __init__(self, merge: nn.Module, head: nn.Module, num_tokens: int):
         super().__init__()
-        self.bridge = Bridge(merge.bridge, first_only=True)
+        self.bridge = Bridge(merge.bridge, num_tokens, first_only=True)
         in_perm = None
         if not isinstance(merge.shuffle, nn.Identity):
             in_perm = _inv(_shuffle_perm(merge.conv.conv.in_channels, merge.shuffle.groups))
@@ -302,7 +319,7 @@ class Head(nn.Module):
         self.fc = head.fc
 
     def forward(self, x: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
-        token = self.bridge(x, tokens)[:, 0]
+        token = self.bridge(x, tokens)
         local = F.hardswish(self.conv(x).mean((2, 3)))
         feat = F.hardswish(F.linear(torch.cat([local, token], dim=1), self.w1, self.b1))
         return self.fc(feat)
@@ -320,12 +337,12 @@ class DeployMobileFormer(nn.Module):
         blocks, first = [], True
         for block in model.blocks:
             if hasattr(block, 'mobile_to_former'):
-                blocks.append(Block(block, tokens if first else None))
+                blocks.append(Block(block, len(tokens), tokens if first else None))
                 first = False
             else:
                 blocks.append(Lite(block))
         self.blocks = nn.ModuleList(blocks)
-        self.head = Head(model.merge, model.head)
+        self.head = Head(model.merge, model.head, len(tokens))
         self.eval()
         for p in self.parameters():
             p.requires_grad_(False)

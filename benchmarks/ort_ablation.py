@@ -2,9 +2,11 @@
 
     python benchmarks/ort_ablation.py --model 294m --peer mobilenetv3_large_100 --rounds 12
 
-Each file runs in its own session (ort.py's options), timed by `timm-mobileformer bench`'s own alternating
-rounds (`bench.run_cell`, rounds of about 0.3 s); the median round is reported. The removed parts change the output, so only the speeds mean anything. Used for
-the table "Which parts cost what" in docs/deploy.md.
+Every file is exported like `bench --runtime onnxruntime` exports (size fixed), optimized by ORT with each batch
+size fixed (`ort.optimize_for_batch`: for Mobile-Former the dynamic ReLUs go into ORT's blocked layout), and run
+in its own session (ort.py's options), timed by `timm-mobileformer bench`'s own alternating rounds
+(`bench.run_cell`, rounds of about 0.3 s); the median round is reported. The removed parts change the output,
+so only the speeds mean anything. Used for the table "Which parts cost what" in docs/deploy.md.
 """
 import argparse
 import contextlib
@@ -19,16 +21,23 @@ import timm_mobileformer  # noqa: F401  (registers the models)
 from timm_mobileformer.bench import run_cell
 from timm_mobileformer.export import export_onnx
 from timm_mobileformer.layers import deploy
-from timm_mobileformer.ort import export_for_bench, make_session
+from timm_mobileformer.ort import export_for_bench, make_session, optimize_for_batch
+
+
+def tokens_unread(self, x, tokens):
+    """Mobile→Former replaced: the tokens go on as they came, batch-sized (B M, d), or (B, d) for the head."""
+    if self.first_only:
+        tokens = tokens.reshape(-1, self.num_tokens, tokens.shape[-1])[:, 0]
+    elif tokens.dim() == 3:  # the learned (1, M, d)
+        tokens = tokens.expand(x.shape[0], -1, -1).reshape(-1, tokens.shape[-1])
+    return tokens + x.mean() * 0
+
 
 ABLATIONS = {
     'as shipped': {},
     'without the dynamic ReLUs': {'dyrelu': lambda x, k: x},
     'without Former→Mobile': {'PixelsReadTokens.forward': lambda self, x, tokens: x},
-    'without Mobile→Former and the Former': {
-        'Bridge.forward': lambda self, x, t: (t[:, :1] if self.first_only else t).expand(x.shape[0], -1, -1)
-        + x.mean() * 0,
-        'Former.forward': lambda self, tokens: tokens},
+    'without Mobile→Former and the Former': {'Bridge.forward': tokens_unread, 'Former.forward': lambda self, t: t},
 }
 ABLATIONS['convs and head only'] = {k: v for a in list(ABLATIONS.values())[1:] for k, v in a.items()}
 
@@ -38,7 +47,7 @@ def export_ablated(model, path: Path, patches: dict) -> Path:
         for name, value in patches.items():
             owner, _, attr = name.rpartition('.')
             stack.enter_context(mock.patch.object(getattr(deploy, owner) if owner else deploy, attr, value))
-        export_onnx(model, path)
+        export_onnx(model, path, fixed_size=True)
     return path
 
 
@@ -55,8 +64,9 @@ def main() -> None:
         paths = {args.peer: export_for_bench(args.peer, Path(tmp))}
         for i, (name, patches) in enumerate(ABLATIONS.items()):
             paths[name] = export_ablated(model, Path(tmp) / f'{i}.onnx', patches)
-        sessions = {name: make_session(path, args.threads) for name, path in paths.items()}
         for batch_size in args.batch_sizes:
+            sessions = {name: make_session(optimize_for_batch(path, batch_size)[0], args.threads)
+                        for name, path in paths.items()}
             cell = run_cell(list(sessions), 'onnxruntime', batch_size, args.rounds, 0.3, 224, lambda m: None, sessions)
             for name, speeds in cell.rounds.items():
                 print(f'batch {batch_size:3d}  {name:40s} {1e3 / statistics.median(speeds):7.2f} ms per image')

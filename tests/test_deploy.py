@@ -136,7 +136,7 @@ def mobile_former_blocks(model: torch.nn.Module) -> int:
 
 
 def uses_blocked_layout(path) -> bool:
-    """Whether ONNX Runtime put convs of this optimized model in its blocked layout (x86 with AVX2 and up)."""
+    """Whether ONNX Runtime put convs of this optimized model in its blocked layout (it depends on the CPU)."""
     import onnx
     from timm_mobileformer.nchwc import NCHWC
     return any(node.domain == NCHWC for node in onnx.load(str(path)).graph.node)

@@ -165,28 +165,41 @@ def test_ort_optimized_fixed_batch_matches(variant, exports, tmp_path):
         run(session, torch.randn(3, 3, 64, 64))
 
 
-def test_wrong_rewrite_is_not_kept(exports, tmp_path, monkeypatch):
+def reverse_slopes(node) -> None:
+    if node.op_type == 'Sub':
+        node.input[0], node.input[1] = node.input[1], node.input[0]
+
+
+def break_groups(node) -> None:
+    if node.op_type == 'Conv':
+        next(a for a in node.attribute if a.name == 'group').i += 1
+
+
+@pytest.mark.parametrize('spoil, message', [(reverse_slopes, 'differs from the ONNX file'),
+                                            (break_groups, 'rewritten optimized model')])
+def test_wrong_rewrite_is_not_kept(spoil, message, exports, tmp_path, monkeypatch):
     """The optimized model is checked against the ONNX file before it is written: a rewrite with the slopes'
-    difference reversed is refused and leaves nothing behind."""
+    difference reversed, or one that ONNX Runtime can't load, is refused with one line and leaves nothing."""
     from timm_mobileformer import nchwc
     from timm_mobileformer.errors import MobileFormerError
     from timm_mobileformer.export import save_optimized
     rewrite = nchwc.rewrite_dynamic_relus
 
-    def reversed_slopes(model):
+    def spoiled(model):
         count = rewrite(model)
         if not count:
             pytest.skip('ONNX Runtime does not use its blocked layout on this CPU')
         for node in model.graph.node:
-            if node.op_type == 'Sub' and node.name.startswith('nchwc_'):
-                node.input[0], node.input[1] = node.input[1], node.input[0]
+            if node.name.startswith('nchwc_'):
+                spoil(node)
         return count
 
-    monkeypatch.setattr(nchwc, 'rewrite_dynamic_relus', reversed_slopes)
-    _, _, path = exports('mobileformer_26m')
+    _, _, path = exports('mobileformer_26m')  # exported (through the CLI) before the rewrite is spoiled
+    monkeypatch.setattr(nchwc, 'rewrite_dynamic_relus', spoiled)
     out = tmp_path / 'out'
-    with pytest.raises(MobileFormerError, match='differs from the ONNX file'):
+    with pytest.raises(MobileFormerError, match=message) as err:
         save_optimized(path, out / 'optimized.onnx', batch_size=1)
+    assert '\n' not in str(err.value)
     assert not any(out.iterdir())
 
 

@@ -133,19 +133,29 @@ def _check_same_outputs(path: Path, reference: Path, batch_size: int) -> None:
     """The ONNX file `path` computes what `reference` computes, at `batch_size` and (where free) two sizes."""
     import numpy as np
     from .ort import make_session
-    session, ref_session = make_session(path), make_session(reference)
+    advice = 'nothing was written; save it without --batch-size, and please report this with your onnxruntime version'
+    ref_session = make_session(reference)
+    try:
+        session = make_session(path)
+    except Exception as err:  # the rewritten graph is not one this ONNX Runtime can load
+        detail = ' '.join(str(err).split())[:200]
+        raise MobileFormerError(f"ONNX Runtime cannot load its rewritten optimized model ({detail}): {advice}") from None
     dims = session.get_inputs()[0].shape
     sizes = [tuple(dims[2:])] if all(isinstance(d, int) for d in dims[2:]) else [(224, 224), (160, 224)]
     rng = np.random.default_rng(0)
     for size in sizes:
         x = rng.standard_normal((batch_size, 3) + size, dtype=np.float32)
-        out = session.run(None, {session.get_inputs()[0].name: x})[0]
         ref = ref_session.run(None, {ref_session.get_inputs()[0].name: x})[0]
+        try:
+            out = session.run(None, {session.get_inputs()[0].name: x})[0]
+        except Exception as err:
+            detail = ' '.join(str(err).split())[:200]
+            raise MobileFormerError(f"ONNX Runtime's rewritten optimized model fails at {x.shape} ({detail}): "
+                                    f'{advice}') from None
         diff = float(np.abs(out - ref).max() / np.abs(ref).max())
         if not diff <= MAX_REL_DIFF:  # NaN too
             raise MobileFormerError(f"ONNX Runtime's optimized model differs from the ONNX file by {diff:.1e} "
-                                    f'(relative) at {x.shape}: nothing was written; save it without --batch-size, '
-                                    f'and please report this with your onnxruntime version')
+                                    f'(relative) at {x.shape}: {advice}')
 
 
 def save_program(model: nn.Module, path: Path, img_size: int = 224) -> ExportedProgram:

@@ -13,8 +13,9 @@ ORT's NCHWc depthwise conv takes its weights as a runtime input, so the same mat
 pads to its block get zero slopes). The blocked buffer of an (N, C, H, W) map is that of (1, N C, H, W), so a
 batch of N is one conv with N C groups: the batch must be fixed (`pin_batch`); height and width stay free.
 Where a dynamic ReLU follows a conv that ORT keeps in NCHW (the multiplier depthwise convs), its output is
-reordered once instead of the ReLU's; the slopes are read as the (N, C) matrices they were reshaped from. A site that does not match the pattern exactly is left as it is, and
-`export.save_optimized` checks the rewritten file against the ONNX file it came from.
+reordered once instead of the ReLU's; the slopes are read as the (N, C) matrices they were reshaped from. A
+site that does not match the pattern exactly is left as it is, and `export.save_optimized` checks the
+rewritten file against the ONNX file it came from.
 """
 from typing import Dict, List, Optional
 

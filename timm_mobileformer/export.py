@@ -30,6 +30,8 @@ from .outputs import check_output, staged
 MIN_SIZE, MAX_SIZE = 64, 4096
 # the largest |exported - PyTorch| / max |PyTorch| a written file may show
 MAX_REL_DIFF = 1e-4
+# The default opset of Mobile-Former's ONNX files: from 23 the Former's attention is one `Attention` node
+DEPLOY_OPSET = 23
 
 
 def inference_form(model: nn.Module) -> nn.Module:
@@ -86,6 +88,8 @@ def export_onnx(
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = _partial(path)
     x = torch.randn(2, 3, img_size, img_size)
+    if opset is None and isinstance(model, MobileFormer):
+        opset = DEPLOY_OPSET
     try:
         program = torch.onnx.export(
             runtime_form(model), (x,), str(tmp), dynamo=True, dynamic_shapes=dynamic_shapes(fixed_size),

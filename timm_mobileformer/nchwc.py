@@ -12,10 +12,9 @@ ORT's NCHWc depthwise conv takes its weights as a runtime input, so the same mat
 (1x1 depthwise weights are one value per channel, the same in the blocked and the plain order; channels ORT
 pads to its block get zero slopes). The blocked buffer of an (N, C, H, W) map is that of (1, N C, H, W), so a
 batch of N is one conv with N C groups: the batch must be fixed (`pin_batch`); height and width stay free.
-Where a dynamic ReLU follows a conv that ORT keeps in NCHW (the multiplier depthwise convs), its output is
-reordered once instead of the ReLU's; the slopes are read as the (N, C) matrices they were reshaped from. A
-site that does not match the pattern exactly is left as it is, and `export.save_optimized` checks the
-rewritten file against the ONNX file it came from.
+The slopes are read as the (N, C) matrices they were reshaped from. A site that does not match the pattern
+exactly is left as it is, and `export.save_optimized` checks the rewritten file against the ONNX file it
+came from.
 """
 from typing import Dict, List, Optional
 
@@ -94,16 +93,11 @@ def rewrite_dynamic_relus(model: 'onnx.ModelProto') -> int:
         padded = _in_channels(nxt[0], weights) if len(nxt) == 1 else None
         if padded is None:
             continue
+        if source.op_type != 'ReorderOutput' or source.domain != NCHWC:
+            continue
+        channels, blocked = _attr(source, 'channels').i, source.input[0]  # blocked: padded like the ReLU's
         p = f'nchwc_dyrelu{len(inserted)}_'
         new = []
-        if source.op_type == 'ReorderOutput' and source.domain == NCHWC:
-            channels, blocked = _attr(source, 'channels').i, source.input[0]  # blocked: padded like the ReLU's
-        elif source.op_type in ('Conv', 'FusedConv') and source.input[1] in weights:
-            channels, blocked = weights[source.input[1]][0], p + 'x'
-            new.append(helper.make_node('ReorderInput', [x], [blocked], p + 'reorder', domain=NCHWC,
-                                        **{a.name: helper.get_attribute_value(a) for a in reorder_in.attribute}))
-        else:
-            continue
 
         def const(name: str, values: List[int]) -> str:
             graph.initializer.append(numpy_helper.from_array(np.asarray(values, dtype=np.int64), p + name))
@@ -134,9 +128,7 @@ def rewrite_dynamic_relus(model: 'onnx.ModelProto') -> int:
         if batch > 1:
             new.append(helper.make_node('Reshape', [out, const('yshape', [batch, padded, 0, 0])],
                                         [reorder_in.output[0]], p + 'y'))
-        replaced.update(id(n) for n in (m1, m2, mx, reorder_in))
-        if source.op_type == 'ReorderOutput':
-            replaced.add(id(source))
+        replaced.update(id(n) for n in (m1, m2, mx, reorder_in, source))
         inserted[id(reorder_in)] = new
 
     order = []

@@ -27,6 +27,34 @@ from torch.nn.utils.fusion import fuse_conv_bn_weights, fuse_linear_bn_weights
 __all__ = ['DeployMobileFormer']
 
 
+BLOCK = 16  # channels per block of ORT's NCHWc layout: 16 with AVX-512, 8 with AVX2; 16 is whole blocks on both
+
+
+def _whole_blocks(channels: int) -> int:
+    return -(-channels // BLOCK) * BLOCK
+
+
+def _take(t: torch.Tensor, index: torch.Tensor, dim: int) -> torch.Tensor:
+    """t.index_select(dim, index), where an index of -1 gives zeros (a padding channel)."""
+    shape = list(t.shape)
+    shape[dim] = len(index)
+    out = t.new_zeros(shape)
+    keep = index >= 0
+    return out.index_copy_(dim, keep.nonzero().squeeze(1), t.index_select(dim, index[keep]))
+
+
+def _then(index: torch.Tensor, perm: Optional[torch.Tensor]) -> torch.Tensor:
+    """perm[index], keeping -1 (padding)."""
+    if perm is None:
+        return index
+    return torch.where(index >= 0, perm[index.clamp(min=0)], index)
+
+
+def _padding(channels: int, total: int) -> torch.Tensor:
+    """The index map of `channels` channels followed by zero channels up to `total`."""
+    return torch.cat([torch.arange(channels), torch.full((total - channels,), -1)])
+
+
 def _shuffle_perm(channels: int, groups: int) -> torch.Tensor:
     """y = channel_shuffle(x, groups) is y[:, i] = x[:, perm[i]]."""
     return torch.arange(channels).reshape(groups, channels // groups).t().reshape(-1)
@@ -58,9 +86,9 @@ class Conv(nn.Module):
         if dense or out_perm is not None or in_perm is not None:
             weight, groups = _dense(weight, groups), 1
         if out_perm is not None:
-            weight, bias = weight[out_perm], bias[out_perm]
+            weight, bias = _take(weight, out_perm, 0), _take(bias, out_perm, 0)
         if in_perm is not None:
-            weight = weight[:, in_perm]
+            weight = _take(weight, in_perm, 1)
         self.weight = nn.Parameter(weight.contiguous(), requires_grad=False)
         self.bias = nn.Parameter(bias.contiguous(), requires_grad=False)
         self.stride, self.padding, self.groups = conv.stride, conv.padding, groups
@@ -71,6 +99,31 @@ class Conv(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = F.conv2d(x, self.weight, self.bias, self.stride, self.padding, 1, self.groups)
         return x.clamp(0., 6.) if self.relu6 else x
+
+
+class SplitDepthwise(nn.Module):
+    """A depthwise conv with a channel multiplier m (out channel c m + j reads channel c) as m plain depthwise
+    convs over whole blocks of channels, concatenated: ORT runs neither a multiplier conv nor a concat of
+    partial blocks in its blocked layout, and reorders around each. The input comes padded to whole blocks
+    (zero channels); output channel j P + c (P the padded input channels) is channel `order[j P + c]` of the
+    original conv, -1 for padding (zero)."""
+
+    def __init__(self, convnorm: nn.Module):
+        super().__init__()
+        conv = Conv(convnorm)
+        channels = convnorm.conv.in_channels
+        self.multiplier = convnorm.conv.out_channels // channels
+        padded = _whole_blocks(channels)
+        self.stride, self.padding, self.groups, self.relu6 = conv.stride, conv.padding, padded, conv.relu6
+        rows = [_then(_padding(channels, padded), torch.arange(j, channels * self.multiplier, self.multiplier))
+                for j in range(self.multiplier)]
+        self.order = torch.cat(rows)
+        self.weights = nn.ParameterList([_const(_take(conv.weight, r, 0)) for r in rows])
+        self.biases = nn.ParameterList([_const(_take(conv.bias, r, 0)) for r in rows])
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        outs = [F.conv2d(x, w, b, self.stride, self.padding, 1, self.groups) for w, b in zip(self.weights, self.biases)]
+        return torch.cat([out.clamp(0., 6.) for out in outs] if self.relu6 else outs, 1)
 
 
 def _linear(linear: nn.Linear, scale: float = 1., shift: float = 0.) -> Tuple[torch.Tensor, torch.Tensor]:
@@ -107,10 +160,10 @@ class Slopes(nn.Module):
         offset = 0
         for a, perm, h in zip(acts, perms, hidden):
             w2, b2 = _linear(a.fc2, 1. / 3., 1.)
-            c = a.channels
-            if perm is not None:  # both halves (k1 rows, k2 rows) reordered alike
-                idx = torch.cat([perm, perm + c])
-                w2, b2 = w2[idx], b2[idx]
+            if perm is not None:  # both halves (k1 rows, k2 rows) reordered alike; -1: a padding channel
+                idx = torch.cat([perm, torch.where(perm >= 0, perm + a.channels, perm)])
+                w2, b2 = _take(w2, idx, 0), _take(b2, idx, 0)
+            c = w2.shape[0] // 2
             w = w2.new_zeros(2 * c, sum(hidden))
             w[:, offset:offset + h] = w2
             blocks_w.append(w)
@@ -204,9 +257,16 @@ class Former(nn.Module):
         h, m = self.heads, self.num_tokens
         q = _split_heads(F.linear(tokens, self.wq, self.bq), m, h)
         kv = _split_heads(tokens, m, h)
-        out = _merge_heads(torch.softmax(q @ kv.transpose(-1, -2), dim=-1) @ kv)
+        out = _merge_heads(F.scaled_dot_product_attention(q, kv, kv, scale=1.))  # the scale is folded into q
         tokens = self.norm1(tokens + F.linear(out, self.wp, self.bp))
         return self.norm2(tokens + self.fc2(F.gelu(self.fc1(tokens))))
+
+
+def softmax_over_tokens(logits: torch.Tensor) -> torch.Tensor:
+    """Softmax over dim -2 (the few tokens), spelled out: ORT 1.32 runs Softmax on an inner axis as transposes
+    around a last-axis softmax, 2.4x (batch 1) to 6.6x (batch 16) slower on (B, 2, 3, 56 x 56)."""
+    e = torch.exp(logits - logits.amax(-2, keepdim=True))
+    return e / e.sum(-2, keepdim=True)
 
 
 class PixelsReadTokens(nn.Module):
@@ -226,21 +286,27 @@ class PixelsReadTokens(nn.Module):
         kv = _split_heads(F.linear(tokens, self.wkv, self.bkv), self.num_tokens, 2 * h)  # (B, 2h, M, c/h)
         k, v = kv[:, :h], kv[:, h:]
         pixels = x.flatten(2).unflatten(1, (h, c // h))  # (B, h, c/h, HW)
-        attn = torch.softmax(k @ pixels, dim=-2)  # (B, h, M, HW)
+        attn = softmax_over_tokens(k @ pixels)  # (B, h, M, HW)
         out = pixels + v.transpose(-1, -2) @ attn
         return out.reshape(x.shape)
 
 
 class Lite(nn.Module):
+    """The stage-1 bottleneck. Its multiplier depthwise conv is split (`SplitDepthwise`): the input comes padded
+    to whole blocks; with a skip, the output is padded alike (`padded_out`)."""
+
     def __init__(self, block: nn.Module):
         super().__init__()
         shuffle = block.shuffle
         in_perm = None
         if not isinstance(shuffle, nn.Identity):
             in_perm = _inv(_shuffle_perm(block.conv_dw.conv.out_channels, shuffle.groups))
-        self.conv_dw = Conv(block.conv_dw)
-        self.conv_pw = Conv(block.conv_pw, in_perm=in_perm)
+        self.conv_dw = SplitDepthwise(block.conv_dw)
         self.has_skip = block.has_skip
+        out_chs = block.conv_pw.conv.out_channels
+        self.padded_out = self.has_skip and _whole_blocks(out_chs) != out_chs
+        self.conv_pw = Conv(block.conv_pw, in_perm=_then(self.conv_dw.order, in_perm),
+                            out_perm=_padding(out_chs, _whole_blocks(out_chs)) if self.padded_out else None)
 
     def forward(self, x: torch.Tensor, tokens: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
         out = self.conv_pw(self.conv_dw(x))
@@ -252,7 +318,11 @@ def _inv(perm: torch.Tensor) -> torch.Tensor:
 
 
 class Block(nn.Module):
-    def __init__(self, block: nn.Module, num_tokens: int, tokens: Optional[torch.Tensor]):
+    """A Mobile-Former block. In a downsampling block both multiplier depthwise convs are split
+    (`SplitDepthwise`): the input is padded to whole blocks (unless it comes padded, `padded_in`), and so is
+    the inner residual; the bridges read the real channels."""
+
+    def __init__(self, block: nn.Module, num_tokens: int, tokens: Optional[torch.Tensor], padded_in: bool = False):
         super().__init__()
         self.num_tokens = num_tokens
         self.m2f = Bridge(block.mobile_to_former, num_tokens, tokens)
@@ -262,16 +332,20 @@ class Block(nn.Module):
         if self.down:
             p1 = p2 = None
             if not isinstance(mobile.shuffle_dw1, nn.Identity):
-                p1 = _shuffle_perm(mobile.conv_dw1.conv.out_channels, mobile.shuffle_dw1.groups)
+                p1 = _inv(_shuffle_perm(mobile.conv_dw1.conv.out_channels, mobile.shuffle_dw1.groups))
             if not isinstance(mobile.shuffle_dw2, nn.Identity):
-                p2 = _shuffle_perm(mobile.conv_dw2.conv.out_channels, mobile.shuffle_dw2.groups)
-            self.conv1 = Conv(mobile.conv_dw1)
-            self.conv2 = Conv(mobile.conv_pw1, in_perm=None if p1 is None else _inv(p1))
-            self.conv3 = Conv(mobile.conv_dw2)
-            self.conv4 = Conv(mobile.conv_pw2, in_perm=None if p2 is None else _inv(p2))
-            self.slopes = Slopes([mobile.act1, mobile.act2], [None if p is None else _inv(p) for p in (p1, p2)])
+                p2 = _inv(_shuffle_perm(mobile.conv_dw2.conv.out_channels, mobile.shuffle_dw2.groups))
+            self.in_chs, self.out_chs = mobile.conv_dw1.conv.in_channels, mobile.conv_pw1.conv.out_channels
+            self.padded_in = padded_in
+            out_pad = _padding(self.out_chs, _whole_blocks(self.out_chs))
+            self.conv1 = SplitDepthwise(mobile.conv_dw1)
+            self.conv2 = Conv(mobile.conv_pw1, in_perm=_then(self.conv1.order, p1), out_perm=out_pad)
+            self.conv3 = SplitDepthwise(mobile.conv_dw2)
+            self.conv4 = Conv(mobile.conv_pw2, in_perm=_then(self.conv3.order, p2), out_perm=out_pad)
+            self.slopes = Slopes([mobile.act1, mobile.act2], [_then(self.conv1.order, p1), _then(self.conv3.order, p2)])
             self.has_skip = False
         else:
+            assert not padded_in
             g1 = getattr(mobile.shuffle_pw, 'groups', None)
             g2 = getattr(mobile.shuffle_pwl, 'groups', None)
             self.conv1 = Conv(mobile.conv_pw, out_perm=None if g1 is None else
@@ -284,11 +358,19 @@ class Block(nn.Module):
         self.f2m = PixelsReadTokens(block.former_to_mobile, num_tokens)
 
     def forward(self, x: torch.Tensor, tokens: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
-        tokens = self.former(self.m2f(x, tokens))
+        if self.down:
+            real = x[:, :self.in_chs] if self.padded_in and x.shape[1] != self.in_chs else x
+            tokens = self.former(self.m2f(real, tokens))
+        else:
+            tokens = self.former(self.m2f(x, tokens))
         k1, k2 = self.slopes(tokens.reshape(-1, self.num_tokens, tokens.shape[-1])[:, 0])
         if self.down:
+            if x.shape[1] != _whole_blocks(self.in_chs):
+                x = F.pad(x, (0, 0, 0, 0, 0, _whole_blocks(self.in_chs) - self.in_chs))
             out = self.conv2(dyrelu(self.conv1(x), k1))
             out = self.conv4(dyrelu(self.conv3(out), k2)) + out
+            if out.shape[1] != self.out_chs:
+                out = out[:, :self.out_chs]
         else:
             out = self.conv3(dyrelu(self.conv2(dyrelu(self.conv1(x), k1)), k2))
             if self.has_skip:
@@ -331,16 +413,20 @@ class DeployMobileFormer(nn.Module):
     def __init__(self, model: nn.Module):
         super().__init__()
         model = copy.deepcopy(model).eval()
-        self.stem = Conv(model.stem)
+        lite = model.blocks[0]
+        assert not hasattr(lite, 'mobile_to_former')
+        stem_chs = model.stem.conv.out_channels
+        self.stem = Conv(model.stem, out_perm=_padding(stem_chs, _whole_blocks(stem_chs)))
         tokens = model.tokens.detach().clone()
         self.tokens = _const(tokens.unsqueeze(0))
-        blocks, first = [], True
+        blocks, first, padded = [], True, True
         for block in model.blocks:
             if hasattr(block, 'mobile_to_former'):
-                blocks.append(Block(block, len(tokens), tokens if first else None))
-                first = False
+                blocks.append(Block(block, len(tokens), tokens if first else None, padded_in=padded))
+                first, padded = False, False
             else:
                 blocks.append(Lite(block))
+                padded = blocks[-1].padded_out
         self.blocks = nn.ModuleList(blocks)
         self.head = Head(model.merge, model.head, len(tokens))
         self.eval()

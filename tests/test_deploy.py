@@ -118,10 +118,25 @@ def test_onnx_fixed_size_matches(variant, exports, ort):
 
 def test_graph_has_only_the_nodes_the_math_needs(exports):
     import onnx
-    _, _, path = exports('mobileformer_294m')
+    model, _, path = exports('mobileformer_294m')
     ops = collections.Counter(node.op_type for node in onnx.load(str(path)).graph.node)
     assert sum(ops.values()) <= MAX_NODES_294M, ops
     assert ops['Where'] == 0, ops  # dynamic ReLU is Max(Mul, Mul)
+    assert ops['Attention'] == mobile_former_blocks(model), ops  # each Former's attention is one node
+    assert ops['Softmax'] == mobile_former_blocks(model) + 1, ops  # Mobile→Former's only; over tokens: spelled out
+
+
+def test_onnx_before_opset_23_matches(ort, tmp_path):
+    """Below opset 23 (no `Attention` op) the Former's attention is exported as plain ops, with the same output."""
+    import onnx
+    from timm_mobileformer.export import export_onnx
+    model = create('mobileformer_52m')
+    export_onnx(model, tmp_path / 'm.onnx', img_size=64, opset=18, fixed_size=True)
+    assert 'Attention' not in {node.op_type for node in onnx.load(str(tmp_path / 'm.onnx')).graph.node}
+    session = ort.InferenceSession(str(tmp_path / 'm.onnx'), providers=['CPUExecutionProvider'])
+    with torch.no_grad():
+        x = torch.randn(2, 3, 64, 64)
+        assert rel(run(session, x), model(x)) < TOL
 
 
 def test_deploy_form_leaves_the_model_alone():
@@ -156,6 +171,9 @@ def test_ort_optimized_fixed_batch_matches(variant, exports, tmp_path):
         assert rewritten == 2 * mobile_former_blocks(model)
         ops = collections.Counter(node.op_type for node in onnx.load(str(optimized)).graph.node)
         assert ops['Max'] == 0, ops  # no dynamic ReLU left in NCHW
+        nchw_convs = [n.name for n in onnx.load(str(optimized)).graph.node
+                      if n.op_type in ('Conv', 'FusedConv') and n.domain != 'com.microsoft.nchwc']
+        assert not nchw_convs, nchw_convs  # the multiplier depthwise convs too
     session = make_session(optimized)
     with torch.no_grad():
         for size in ((64, 64), (96, 160)):

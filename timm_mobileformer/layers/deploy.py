@@ -14,7 +14,12 @@ model is used), so that the exported graph holds only the nodes the math needs:
 - the final bridge computes token 0 only (the head reads nothing else), and the head pools the 1x1 conv's map
   directly (no broadcast token map, no concat of maps);
 - tokens travel as one (batch x tokens, dim) matrix, so every token linear is one Gemm (no reshapes around
-  it); only attention splits them into heads.
+  it); only attention splits them into heads;
+- every depthwise conv with a channel multiplier is split into plain depthwise convs over whole blocks of 16
+  channels (`SplitDepthwise`), concatenated, so that ORT keeps it in its blocked layout (it runs a
+  multiplier conv only in NCHW, between reorders);
+- the Former's attention is `scaled_dot_product_attention`: one `Attention` node from ONNX opset 23;
+- Former→Mobile's softmax over the tokens is spelled out (ORT's `Softmax` on an inner axis is slow).
 """
 import copy
 from typing import List, Optional, Tuple

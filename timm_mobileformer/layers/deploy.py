@@ -117,11 +117,11 @@ class SplitDepthwise(nn.Module):
         super().__init__()
         conv = Conv(convnorm)
         channels = convnorm.conv.in_channels
-        self.multiplier = convnorm.conv.out_channels // channels
+        multiplier = convnorm.conv.out_channels // channels
         padded = _whole_blocks(channels)
         self.stride, self.padding, self.groups, self.relu6 = conv.stride, conv.padding, padded, conv.relu6
-        rows = [_then(_padding(channels, padded), torch.arange(j, channels * self.multiplier, self.multiplier))
-                for j in range(self.multiplier)]
+        rows = [_then(_padding(channels, padded), torch.arange(j, channels * multiplier, multiplier))
+                for j in range(multiplier)]
         self.order = torch.cat(rows)
         self.weights = nn.ParameterList([_const(_take(conv.weight, r, 0)) for r in rows])
         self.biases = nn.ParameterList([_const(_take(conv.bias, r, 0)) for r in rows])
@@ -292,7 +292,7 @@ class PixelsReadTokens(nn.Module):
 
 class Lite(nn.Module):
     """The stage-1 bottleneck. Its multiplier depthwise conv is split (`SplitDepthwise`): the input comes padded
-    to whole blocks; with a skip, the output is padded alike (`padded_out`)."""
+    to whole blocks; with a skip, the output is padded alike."""
 
     def __init__(self, block: nn.Module):
         super().__init__()
@@ -303,9 +303,9 @@ class Lite(nn.Module):
         self.conv_dw = SplitDepthwise(block.conv_dw)
         self.has_skip = block.has_skip
         out_chs = block.conv_pw.conv.out_channels
-        self.padded_out = self.has_skip and _whole_blocks(out_chs) != out_chs
+        padded_out = self.has_skip and _whole_blocks(out_chs) != out_chs
         self.conv_pw = Conv(block.conv_pw, in_perm=_then(self.conv_dw.order, in_perm),
-                            out_perm=_padding(out_chs, _whole_blocks(out_chs)) if self.padded_out else None)
+                            out_perm=_padding(out_chs, _whole_blocks(out_chs)) if padded_out else None)
 
     def forward(self, x: torch.Tensor, tokens: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
         out = self.conv_pw(self.conv_dw(x))
@@ -318,10 +318,10 @@ def _inv(perm: torch.Tensor) -> torch.Tensor:
 
 class Block(nn.Module):
     """A Mobile-Former block. In a downsampling block both multiplier depthwise convs are split
-    (`SplitDepthwise`): the input is padded to whole blocks (unless it comes padded, `padded_in`), and so is
-    the inner residual; the bridges read the real channels."""
+    (`SplitDepthwise`): the input is padded to whole blocks (unless it comes padded from the stage-1 block),
+    and so is the inner residual; the bridges read the real channels."""
 
-    def __init__(self, block: nn.Module, num_tokens: int, tokens: Optional[torch.Tensor], padded_in: bool = False):
+    def __init__(self, block: nn.Module, num_tokens: int, tokens: Optional[torch.Tensor]):
         super().__init__()
         self.num_tokens = num_tokens
         self.m2f = Bridge(block.mobile_to_former, num_tokens, tokens)
@@ -335,7 +335,6 @@ class Block(nn.Module):
             if not isinstance(mobile.shuffle_dw2, nn.Identity):
                 p2 = _inv(_shuffle_perm(mobile.conv_dw2.conv.out_channels, mobile.shuffle_dw2.groups))
             self.in_chs, self.out_chs = mobile.conv_dw1.conv.in_channels, mobile.conv_pw1.conv.out_channels
-            self.padded_in = padded_in
             out_pad = _padding(self.out_chs, _whole_blocks(self.out_chs))
             self.conv1 = SplitDepthwise(mobile.conv_dw1)
             self.conv2 = Conv(mobile.conv_pw1, in_perm=_then(self.conv1.order, p1), out_perm=out_pad)
@@ -344,7 +343,7 @@ class Block(nn.Module):
             self.slopes = Slopes([mobile.act1, mobile.act2], [_then(self.conv1.order, p1), _then(self.conv3.order, p2)])
             self.has_skip = False
         else:
-            assert not padded_in
+            self.in_chs = mobile.conv_pw.conv.in_channels
             g1 = getattr(mobile.shuffle_pw, 'groups', None)
             g2 = getattr(mobile.shuffle_pwl, 'groups', None)
             self.conv1 = Conv(mobile.conv_pw, out_perm=None if g1 is None else
@@ -357,11 +356,8 @@ class Block(nn.Module):
         self.f2m = PixelsReadTokens(block.former_to_mobile, num_tokens)
 
     def forward(self, x: torch.Tensor, tokens: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
-        if self.down:
-            real = x[:, :self.in_chs] if self.padded_in and x.shape[1] != self.in_chs else x
-            tokens = self.former(self.m2f(real, tokens))
-        else:
-            tokens = self.former(self.m2f(x, tokens))
+        real = x[:, :self.in_chs] if x.shape[1] != self.in_chs else x  # the input may come padded
+        tokens = self.former(self.m2f(real, tokens))
         k1, k2 = self.slopes(tokens.reshape(-1, self.num_tokens, tokens.shape[-1])[:, 0])
         if self.down:
             if x.shape[1] != _whole_blocks(self.in_chs):
@@ -412,20 +408,17 @@ class DeployMobileFormer(nn.Module):
     def __init__(self, model: nn.Module):
         super().__init__()
         model = copy.deepcopy(model).eval()
-        lite = model.blocks[0]
-        assert not hasattr(lite, 'mobile_to_former')
         stem_chs = model.stem.conv.out_channels
         self.stem = Conv(model.stem, out_perm=_padding(stem_chs, _whole_blocks(stem_chs)))
         tokens = model.tokens.detach().clone()
         self.tokens = _const(tokens.unsqueeze(0))
-        blocks, first, padded = [], True, True
+        blocks, first = [], True
         for block in model.blocks:
             if hasattr(block, 'mobile_to_former'):
-                blocks.append(Block(block, len(tokens), tokens if first else None, padded_in=padded))
-                first, padded = False, False
+                blocks.append(Block(block, len(tokens), tokens if first else None))
+                first = False
             else:
                 blocks.append(Lite(block))
-                padded = blocks[-1].padded_out
         self.blocks = nn.ModuleList(blocks)
         self.head = Head(model.merge, model.head, len(tokens))
         self.eval()

@@ -175,6 +175,11 @@ def test_ort_optimized_fixed_batch_matches(variant, exports, tmp_path):
         nchw_convs = [n.name for n in onnx.load(str(optimized)).graph.node
                       if n.op_type in ('Conv', 'FusedConv') and n.domain != 'com.microsoft.nchwc']
         assert not nchw_convs, nchw_convs  # the multiplier depthwise convs too
+        graph = onnx.load(str(optimized)).graph
+        producer = {out: n for n in graph.node for out in n.output}
+        skips_in_nchw = [n.name for n in graph.node if n.op_type == 'Add'
+                         and any(getattr(producer.get(i), 'op_type', '') == 'ReorderOutput' for i in n.input)]
+        assert not skips_in_nchw, skips_in_nchw  # identity skips are added by the convs, in the blocked layout
     session = make_session(optimized)
     with torch.no_grad():
         for size in ((64, 64), (96, 160)):

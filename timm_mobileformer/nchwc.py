@@ -15,6 +15,10 @@ batch of N is one conv with N C groups: the batch must be fixed (`pin_batch`); h
 The slopes are read as the (N, C) matrices they were reshaped from. A site that does not match the pattern
 exactly is left as it is, and `export.save_optimized` checks the rewritten file against the ONNX file it
 came from.
+
+`fuse_skip_adds` then moves each block's identity skip into the blocked layout too: ORT adds a conv's output to
+the block input in plain NCHW (the input is NCHW, only its reordered copy is blocked), after reordering the conv's
+output; the conv can add the reordered copy itself (its `Sum` input), one node and one pass over the map less.
 """
 from typing import Dict, List, Optional
 
@@ -143,3 +147,55 @@ def rewrite_dynamic_relus(model: 'onnx.ModelProto') -> int:
     del graph.initializer[:]
     graph.initializer.extend(kept)
     return len(inserted)
+
+
+def _flag(node, name: str) -> bool:
+    a = _attr(node, name)
+    return a is not None and a.i != 0
+
+
+def _single_consumer(name: str, consumers: Dict) -> bool:
+    return len(consumers.get(name, [])) == 1
+
+
+def fuse_skip_adds(model: 'onnx.ModelProto') -> int:
+    """Fold Add(ReorderOutput(Conv(...)), x) into the blocked Conv's `Sum` input where x is also reordered into the
+    blocked layout (by a ReorderInput of all its channels) ahead of the conv, in place; returns how many."""
+    graph = model.graph
+    nodes = list(graph.node)
+    position = {id(n): i for i, n in enumerate(nodes)}
+    producer = {out: n for n in nodes for out in n.output}
+    consumers: Dict[str, List] = {}
+    for n in nodes:
+        for name in n.input:
+            consumers.setdefault(name, []).append(n)
+    channels = {v.name: v.type.tensor_type.shape.dim[1].dim_value for v in graph.value_info
+                if len(v.type.tensor_type.shape.dim) == 4}
+
+    fused = set()
+    for add in nodes:
+        if add.op_type != 'Add' or add.domain or len(add.input) != 2:
+            continue
+        for out_name, skip in (add.input, add.input[::-1]):
+            reorder_out = producer.get(out_name)
+            if reorder_out is None or reorder_out.op_type != 'ReorderOutput' or reorder_out.domain != NCHWC:
+                continue
+            conv = producer.get(reorder_out.input[0])
+            reorder_in = [n for n in consumers.get(skip, []) if n.op_type == 'ReorderInput' and n.domain == NCHWC
+                          and not _flag(n, 'channels_last')]
+            if (conv is None or conv.op_type != 'Conv' or conv.domain != NCHWC or len(conv.input) > 3
+                    or _attr(conv, 'activation') is not None or _flag(reorder_out, 'channels_last')
+                    or not _single_consumer(conv.output[0], consumers)
+                    or not _single_consumer(out_name, consumers) or not reorder_in
+                    or position[id(reorder_in[0])] > position[id(conv)]
+                    or channels.get(skip) != _attr(reorder_out, 'channels').i):
+                continue
+            conv.input.extend([''] * (3 - len(conv.input)) + [reorder_in[0].output[0]])
+            reorder_out.output[0] = add.output[0]
+            fused.add(id(add))
+            break
+    if fused:
+        kept = [n for n in graph.node if id(n) not in fused]
+        del graph.node[:]
+        graph.node.extend(kept)
+    return len(fused)

@@ -226,7 +226,7 @@ class Bridge(nn.Module):
         with first_only."""
         h, c, m = self.heads, self.c, self.num_tokens
         if self.first_only:
-            tokens, m = tokens.reshape(-1, m, tokens.shape[-1])[:, 0], 1
+            tokens, m = tokens[::m], 1  # token 0 of each sample: one strided Slice
         if self.const:
             q, gate = self.q_const, self.gate_const
         else:
@@ -358,7 +358,7 @@ class Block(nn.Module):
     def forward(self, x: torch.Tensor, tokens: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
         real = x[:, :self.in_chs] if x.shape[1] != self.in_chs else x  # the input may come padded
         tokens = self.former(self.m2f(real, tokens))
-        k1, k2 = self.slopes(tokens.reshape(-1, self.num_tokens, tokens.shape[-1])[:, 0])
+        k1, k2 = self.slopes(tokens[::self.num_tokens])  # token 0 of each sample
         if self.down:
             if x.shape[1] != _whole_blocks(self.in_chs):
                 x = F.pad(x, (0, 0, 0, 0, 0, _whole_blocks(self.in_chs) - self.in_chs))

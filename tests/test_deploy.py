@@ -180,6 +180,11 @@ def test_ort_optimized_fixed_batch_matches(variant, exports, tmp_path):
         skips_in_nchw = [n.name for n in graph.node if n.op_type == 'Add'
                          and any(getattr(producer.get(i), 'op_type', '') == 'ReorderOutput' for i in n.input)]
         assert not skips_in_nchw, skips_in_nchw  # identity skips are added by the convs, in the blocked layout
+        shapes = {v.name: [d.dim_value for d in v.type.tensor_type.shape.dim] for v in graph.value_info}
+        undone = [n.name for n in graph.node if n.op_type == 'Reshape'
+                  and getattr(producer.get(n.input[0]), 'op_type', '') == 'Reshape'
+                  and shapes.get(n.output[0]) == shapes.get(producer[n.input[0]].input[0])]
+        assert not undone, undone  # no reshape back to the shape a reshape started from
     session = make_session(optimized)
     with torch.no_grad():
         for size in ((64, 64), (96, 160)):

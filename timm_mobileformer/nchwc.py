@@ -19,6 +19,10 @@ came from.
 `fuse_skip_adds` then moves each block's identity skip into the blocked layout too: ORT adds a conv's output to
 the block input in plain NCHW (the input is NCHW, only its reordered copy is blocked), after reordering the conv's
 output; the conv can add the reordered copy itself (its `Sum` input), one node and one pass over the map less.
+
+`drop_identity_reshapes` removes a Reshape that restores the shape its input's Reshape started from (a bridge
+reads the map in the head-split shape that Former→Mobile wrote it in; ORT keeps both reshapes because the map
+between them has other readers).
 """
 from typing import Dict, List, Optional
 
@@ -199,3 +203,31 @@ def fuse_skip_adds(model: 'onnx.ModelProto') -> int:
         del graph.node[:]
         graph.node.extend(kept)
     return len(fused)
+
+
+def drop_identity_reshapes(model: 'onnx.ModelProto') -> int:
+    """Remove each Reshape(Reshape(a)) whose output has a's static shape (its readers read a), in place; returns
+    how many."""
+    graph = model.graph
+    shapes = {}
+    for v in list(graph.value_info) + list(graph.input) + list(graph.output):
+        dims = v.type.tensor_type.shape.dim
+        if dims and all(d.dim_value > 0 for d in dims):
+            shapes[v.name] = [d.dim_value for d in dims]
+    outputs = {v.name for v in graph.output}
+    producer = {out: n for n in graph.node for out in n.output}
+    renamed, dropped = {}, set()
+    for node in graph.node:
+        first = producer.get(node.input[0]) if node.op_type == 'Reshape' and not node.domain else None
+        if (first is None or first.op_type != 'Reshape' or first.domain or node.output[0] in outputs
+                or shapes.get(node.output[0]) is None or shapes.get(node.output[0]) != shapes.get(first.input[0])):
+            continue
+        renamed[node.output[0]] = first.input[0]
+        dropped.add(id(node))
+    kept = [n for n in graph.node if id(n) not in dropped]
+    for n in kept:
+        for i, name in enumerate(n.input):
+            n.input[i] = renamed.get(name, name)
+    del graph.node[:]
+    graph.node.extend(kept)
+    return len(dropped)

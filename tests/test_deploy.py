@@ -1,6 +1,6 @@
 """The runtime form (layers/deploy.py) computes what the plain model computes: eagerly, and as ONNX files in ONNX
 Runtime with a dynamic size (all seven variants) and a fixed size, at two batch sizes and two shapes; so does
-ONNX Runtime's optimized model with the batch fixed, whose dynamic ReLUs nchwc.py rewrites (all seven, two
+ONNX Runtime's optimized model with the batch fixed, whose dynamic ReLUs ort_graph.py rewrites (all seven, two
 shapes). Weights are random with BatchNorm statistics, gates and slopes moved off their initial values, so
 that every fold is exercised. Needs the `onnx` extra; the ONNX tests skip without it."""
 import collections
@@ -154,7 +154,7 @@ def mobile_former_blocks(model: torch.nn.Module) -> int:
 def uses_blocked_layout(path) -> bool:
     """Whether ONNX Runtime put convs of this optimized model in its blocked layout (it depends on the CPU)."""
     import onnx
-    from timm_mobileformer.nchwc import NCHWC
+    from timm_mobileformer.ort_graph import NCHWC
     return any(node.domain == NCHWC for node in onnx.load(str(path)).graph.node)
 
 
@@ -185,6 +185,9 @@ def test_ort_optimized_fixed_batch_matches(variant, exports, tmp_path):
                   and getattr(producer.get(n.input[0]), 'op_type', '') == 'Reshape'
                   and shapes.get(n.output[0]) == shapes.get(producer[n.input[0]].input[0])]
         assert not undone, undone  # no reshape back to the shape a reshape started from
+        around_attention = [n.name for n in graph.node if n.op_type == 'Transpose' and any(
+            getattr(producer.get(i), 'op_type', '') == 'Attention' for i in n.input)]
+        assert ops['Attention'] == mobile_former_blocks(model) and not around_attention, around_attention
     session = make_session(optimized)
     with torch.no_grad():
         for size in ((64, 64), (96, 160)):
@@ -209,10 +212,10 @@ def break_groups(node) -> None:
 def test_wrong_rewrite_is_not_kept(spoil, message, exports, tmp_path, monkeypatch):
     """The optimized model is checked against the ONNX file before it is written: a rewrite with the slopes'
     difference reversed, or one that ONNX Runtime can't load, is refused with one line and leaves nothing."""
-    from timm_mobileformer import nchwc
+    from timm_mobileformer import ort_graph
     from timm_mobileformer.errors import MobileFormerError
     from timm_mobileformer.export import save_optimized
-    rewrite = nchwc.rewrite_dynamic_relus
+    rewrite = ort_graph.rewrite_dynamic_relus
 
     def spoiled(model):
         count = rewrite(model)
@@ -224,7 +227,7 @@ def test_wrong_rewrite_is_not_kept(spoil, message, exports, tmp_path, monkeypatc
         return count
 
     _, _, path = exports('mobileformer_26m')  # exported (through the CLI) before the rewrite is spoiled
-    monkeypatch.setattr(nchwc, 'rewrite_dynamic_relus', spoiled)
+    monkeypatch.setattr(ort_graph, 'rewrite_dynamic_relus', spoiled)
     out = tmp_path / 'out'
     with pytest.raises(MobileFormerError, match=message) as err:
         save_optimized(path, out / 'optimized.onnx', batch_size=1)

@@ -106,10 +106,10 @@ def export_onnx(
 def save_optimized(path: Path, optimized_path: Path, batch_size: Optional[int] = None) -> int:
     """ONNX Runtime's optimized form of the ONNX file `path` (ORT_ENABLE_ALL, CPU), written atomically; it runs
     only on machines like this one. With `batch_size`, the batch is fixed first and the dynamic ReLUs are then
-    computed in ORT's blocked layout, the blocks' identity skips added by their convs there, reshapes that undo
-    reshapes dropped (`nchwc.py`), and the file is checked against `path` before it is kept. Returns the number of dynamic ReLUs rewritten."""
+    computed in ORT's blocked layout and the graph trimmed further (`ort_graph.optimize`), and the file is
+    checked against `path` before it is kept. Returns the number of dynamic ReLUs rewritten."""
     import onnx
-    from .nchwc import drop_identity_reshapes, fuse_skip_adds, pin_batch, rewrite_dynamic_relus
+    from .ort_graph import optimize, pin_batch
     from .ort import make_session
     optimized_path = Path(optimized_path)
     optimized_path.parent.mkdir(parents=True, exist_ok=True)
@@ -123,9 +123,7 @@ def save_optimized(path: Path, optimized_path: Path, batch_size: Optional[int] =
         rewritten = 0
         if batch_size:
             model = onnx.load(str(tmp))
-            rewritten = rewrite_dynamic_relus(model)
-            fuse_skip_adds(model)
-            drop_identity_reshapes(model)
+            rewritten = optimize(model)
             onnx.save(model, str(tmp))
             _check_same_outputs(tmp, Path(path), batch_size)
         os.replace(tmp, optimized_path)

@@ -1,4 +1,5 @@
-"""The dynamic ReLU in ONNX Runtime's blocked layout: a rewrite of ORT's own optimized graph.
+"""Rewrites of ONNX Runtime's own optimized graph, batch fixed (`optimize`): the dynamic ReLU in ORT's blocked
+layout, identity skips added there, reshapes that undo reshapes dropped, attention on token matrices.
 
 ONNX Runtime (CPU) runs convs in its blocked NCHWc layout, but a `Mul` by a per-sample channel vector only in
 plain NCHW, so ORT's optimized graph computes each dynamic ReLU max(k1 x, k2 x) as
@@ -16,19 +17,30 @@ The slopes are read as the (N, C) matrices they were reshaped from. A site that 
 exactly is left as it is, and `export.save_optimized` checks the rewritten file against the ONNX file it
 came from.
 
-`fuse_skip_adds` then moves each block's identity skip into the blocked layout too: ORT adds a conv's output to
+`fuse_skip_adds` moves each block's identity skip into the blocked layout too: ORT adds a conv's output to
 the block input in plain NCHW (the input is NCHW, only its reordered copy is blocked), after reordering the conv's
 output; the conv can add the reordered copy itself (its `Sum` input), one node and one pass over the map less.
 
 `drop_identity_reshapes` removes a Reshape that restores the shape its input's Reshape started from (a bridge
 reads the map in the head-split shape that Former→Mobile wrote it in; ORT keeps both reshapes because the map
-between them has other readers).
+between them has other readers). `attention_on_tokens` gives each Former's `Attention` its (B, tokens, dim)
+inputs with `q_num_heads` instead of head-split (B, heads, tokens, dim) ones: no Transposes around it.
 """
 from typing import Dict, List, Optional
 
 import numpy as np
 
 NCHWC = 'com.microsoft.nchwc'
+
+
+def optimize(model: 'onnx.ModelProto') -> int:
+    """All rewrites, in place, on ORT's optimized graph with the batch fixed; returns how many dynamic ReLUs
+    moved into the blocked layout."""
+    rewritten = rewrite_dynamic_relus(model)
+    fuse_skip_adds(model)
+    drop_identity_reshapes(model)
+    attention_on_tokens(model)
+    return rewritten
 
 
 def pin_batch(model: 'onnx.ModelProto', batch_size: int) -> 'onnx.ModelProto':
@@ -231,3 +243,103 @@ def drop_identity_reshapes(model: 'onnx.ModelProto') -> int:
     del graph.node[:]
     graph.node.extend(kept)
     return len(dropped)
+
+
+def _swaps_axes_1_2(transpose) -> bool:
+    perm = _attr(transpose, 'perm')
+    return perm is not None and list(perm.ints) == [0, 2, 1, 3]
+
+
+def _heads_view(name: str, producer: Dict, shapes: Dict) -> Optional[tuple]:
+    """(x, heads) if `name` is Transpose([0, 2, 1, 3]) of Reshape(x, (B, L, heads, d)), else None."""
+    transpose = producer.get(name)
+    if transpose is None or transpose.op_type != 'Transpose' or not _swaps_axes_1_2(transpose):
+        return None
+    reshape = producer.get(transpose.input[0])
+    shape = shapes.get(transpose.input[0])
+    if reshape is None or reshape.op_type != 'Reshape' or shape is None or len(shape) != 4:
+        return None
+    return reshape.input[0], shape[2]
+
+
+def attention_on_tokens(model: 'onnx.ModelProto') -> int:
+    """Give each opset-23 `Attention` over head-split inputs, (B, heads, L, d) = Transpose(Reshape(x)), the
+    (B, L, heads d) view of x instead (its `q_num_heads`/`kv_num_heads` form) and let its (B, L, heads d)
+    output feed the Reshape that merged the heads: for q, k = v and the output, five Transposes and Reshapes
+    fewer, two Reshapes more. In place; returns how many."""
+    from onnx import helper, numpy_helper
+    graph = model.graph
+    shapes = {v.name: [d.dim_value for d in v.type.tensor_type.shape.dim] for v in graph.value_info}
+    producer = {out: n for n in graph.node for out in n.output}
+    consumers: Dict[str, List] = {}
+    for n in graph.node:
+        for name in n.input:
+            consumers.setdefault(name, []).append(n)
+    inserted, removed = {}, set()
+    for node in graph.node:
+        if node.op_type != 'Attention' or node.domain or len(node.input) != 3 or len(node.output) != 1:
+            continue
+        views = [_heads_view(name, producer, shapes) for name in node.input]
+        after = consumers.get(node.output[0], [])
+        merge = consumers.get(after[0].output[0], []) if len(after) == 1 else []
+        out_shape = shapes.get(node.output[0])
+        if (not all(views) or len({heads for _, heads in views}) != 1 or out_shape is None or len(out_shape) != 4
+                or len(merge) != 1
+                or after[0].op_type != 'Transpose' or not _swaps_axes_1_2(after[0])
+                or merge[0].op_type != 'Reshape' or not _explicit_shape(merge[0], graph)):
+            continue
+        _, heads, _, dim = out_shape
+        lengths = [shapes[name][2] if len(shapes.get(name, ())) == 4 else 0 for name in node.input]
+        if min(heads, dim, *lengths) < 1:  # sizes unknown
+            continue
+        new, names, views_of = [], [], {}
+        for i, (x, _) in enumerate(views):
+            if node.input[i] not in views_of:  # k and v are often one tensor
+                name = f'{node.name}_tokens{i}'
+                shape = numpy_helper.from_array(
+                    np.asarray([-1, lengths[i], heads * dim], np.int64), name + '_shape')
+                graph.initializer.append(shape)
+                new.append(helper.make_node('Reshape', [x, shape.name], [name], name))
+                views_of[node.input[i]] = name
+            names.append(views_of[node.input[i]])
+        attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
+        out = f'{node.name}_out'
+        new.append(helper.make_node('Attention', names, [out], node.name, q_num_heads=heads, kv_num_heads=heads,
+                                    **attrs))
+        merge[0].input[0] = out
+        inserted[id(node)] = new
+        removed.add(id(after[0]))
+    if inserted:
+        order = []
+        for n in graph.node:
+            if id(n) not in removed:
+                order += inserted.get(id(n), [n])
+        del graph.node[:]
+        graph.node.extend(order)
+        _drop_unused(graph)
+    return len(inserted)
+
+
+def _explicit_shape(reshape, graph) -> bool:
+    """Whether the Reshape's target is a constant without 0 (copy a dim of the input) entries."""
+    from onnx import numpy_helper
+    target = next((t for t in graph.initializer if t.name == reshape.input[1]), None)
+    return target is not None and bool((numpy_helper.to_array(target) != 0).all())
+
+
+def _drop_unused(graph) -> None:
+    """Remove nodes whose outputs nothing reads (repeatedly), then initializers and value infos of names gone."""
+    outputs = {v.name for v in graph.output}
+    while True:
+        read = {name for n in graph.node for name in n.input} | outputs
+        kept = [n for n in graph.node if any(out in read for out in n.output)]
+        if len(kept) == len(graph.node):
+            break
+        del graph.node[:]
+        graph.node.extend(kept)
+    read = {name for n in graph.node for name in n.input} | outputs
+    written = {out for n in graph.node for out in n.output}
+    for field, live in ((graph.initializer, read), (graph.value_info, written)):
+        kept = [t for t in field if t.name in live]
+        del field[:]
+        field.extend(kept)

@@ -13,7 +13,8 @@ ORT's NCHWc depthwise conv takes its weights as a runtime input, so the same mat
 (1x1 depthwise weights are one value per channel, the same in the blocked and the plain order; channels ORT
 pads to its block get zero slopes). The blocked buffer of an (N, C, H, W) map is that of (1, N C, H, W), so a
 batch of N is one conv with N C groups: the batch must be fixed (`pin_batch`); height and width stay free.
-The slopes are read as the (N, C) matrices they were reshaped from. A site that does not match the pattern
+The slopes are read as the (N, C) matrices they were reshaped from; at batch 1, where ORT does not pad the
+channels, their (1, 2 C) source is reshaped once to (2 C, 1, 1, 1) and split there (one Reshape, not two). A site that does not match the pattern
 exactly is left as it is, and `export.save_optimized` checks the rewritten file against the ONNX file it
 came from.
 
@@ -79,6 +80,23 @@ def _slopes_matrix(name: str, producer: Dict, consumers: Dict, ranks: Dict[str, 
     return reshape.input[0] if ranks.get(reshape.input[0]) == 2 else None
 
 
+def _halves(k1: str, k2: str, channels: int, producer: Dict, consumers: Dict, ranks: Dict[str, int],
+            graph) -> Optional[tuple]:
+    """(split, sizes) if the slopes k1, k2 are the two halves of `channels` columns, along axis 1, of one Split
+    of a rank-2 matrix that only their reshapes read; else None."""
+    from onnx import numpy_helper
+    split = producer.get(k1)
+    if (split is None or split is not producer.get(k2) or split.op_type != 'Split' or split.domain
+            or list(split.output) != [k1, k2] or len(split.input) != 2 or ranks.get(split.input[0]) != 2
+            or getattr(_attr(split, 'axis'), 'i', 0) not in (1, -1)
+            or not all(len(consumers.get(k, [])) == 1 for k in (k1, k2))):
+        return None
+    sizes = next((t for t in graph.initializer if t.name == split.input[1]), None)
+    if sizes is None or numpy_helper.to_array(sizes).tolist() != [channels, channels]:
+        return None
+    return split, split.input[1]
+
+
 def rewrite_dynamic_relus(model: 'onnx.ModelProto') -> int:
     """Rewrite the dynamic ReLUs of ORT's optimized graph `model` (batch fixed) into NCHWc depthwise convs, in
     place; returns how many were rewritten."""
@@ -128,14 +146,24 @@ def rewrite_dynamic_relus(model: 'onnx.ModelProto') -> int:
         if all(matrices):  # read the (N, C) slopes; their reshapes to (N, C, 1, 1) go
             (k1, k2), rank = matrices, 2
             replaced.update(id(producer[k]) for k in (m1.input[1], m2.input[1]))
-        new.append(helper.make_node('Sub', [k1, k2], [p + 'kd'], p + 'sub'))
-        slopes = [p + 'kd', k2]
-        if padded > channels:
-            pads = const('pads', [0] * rank + [0, padded - channels] + [0] * (rank - 2))
-            new += [helper.make_node('Pad', [k, pads], [k + '_pad'], k + '_pad') for k in slopes]
-            slopes = [k + '_pad' for k in slopes]
-        shape = const('wshape', [batch * padded, 1, 1, 1])
-        new += [helper.make_node('Reshape', [k, shape], [p + f'w{i}'], p + f'w{i}') for i, k in enumerate(slopes)]
+        halves = _halves(k1, k2, channels, producer, consumers, ranks, graph) if rank == 2 and batch == 1 else None
+        if halves is not None and padded == channels:  # split (1, 2C) as (2C, 1, 1, 1): the weights, unreshaped
+            split, sizes = halves
+            new.append(helper.make_node('Reshape', [split.input[0], const('kshape', [2 * channels, 1, 1, 1])],
+                                        [p + 'k'], p + 'k'))
+            new.append(helper.make_node('Split', [p + 'k', sizes], [p + 'k1', p + 'w1'], p + 'split', axis=0))
+            new.append(helper.make_node('Sub', [p + 'k1', p + 'w1'], [p + 'w0'], p + 'sub'))
+            replaced.add(id(split))
+        else:
+            new.append(helper.make_node('Sub', [k1, k2], [p + 'kd'], p + 'sub'))
+            slopes = [p + 'kd', k2]
+            if padded > channels:
+                pads = const('pads', [0] * rank + [0, padded - channels] + [0] * (rank - 2))
+                new += [helper.make_node('Pad', [k, pads], [k + '_pad'], k + '_pad') for k in slopes]
+                slopes = [k + '_pad' for k in slopes]
+            shape = const('wshape', [batch * padded, 1, 1, 1])
+            new += [helper.make_node('Reshape', [k, shape], [p + f'w{i}'], p + f'w{i}')
+                    for i, k in enumerate(slopes)]
         conv = dict(domain=NCHWC, kernel_shape=[1, 1], group=batch * padded, strides=[1, 1], pads=[0, 0, 0, 0],
                     dilations=[1, 1])
         out = reorder_in.output[0]

@@ -14,13 +14,13 @@ ORT's NCHWc depthwise conv takes its weights as a runtime input, so the same mat
 pads to its block get zero slopes). The blocked buffer of an (N, C, H, W) map is that of (1, N C, H, W), so a
 batch of N is one conv with N C groups: the batch must be fixed (`pin_batch`); height and width stay free.
 The slopes are read as the (N, C) matrices they were reshaped from; at batch 1, where ORT does not pad the
-channels, their (1, 2 C) source is reshaped once to (2 C, 1, 1, 1) and split there (one Reshape, not two). A site that does not match the pattern
-exactly is left as it is, and `export.save_optimized` checks the rewritten file against the ONNX file it
-came from.
+channels, their (1, 2 C) source is reshaped once to (2 C, 1, 1, 1) and split there (one Reshape, not two).
+A site that does not match the pattern exactly is left as it is, and `export.save_optimized` checks the
+rewritten file against the ONNX file it came from.
 
 `fuse_skip_adds` moves each block's identity skip into the blocked layout too: ORT adds a conv's output to
-the block input in plain NCHW (the input is NCHW, only its reordered copy is blocked), after reordering the conv's
-output; the conv can add the reordered copy itself (its `Sum` input), one node and one pass over the map less.
+the block input in plain NCHW (the input is NCHW, only its reordered copy is blocked), after reordering the
+conv's output; the conv can add the reordered copy itself (its `Sum` input): one node and one pass fewer.
 
 `drop_identity_reshapes` removes a Reshape that restores the shape its input's Reshape started from (a bridge
 reads the map in the head-split shape that Former→Mobile wrote it in; ORT keeps both reshapes because the map
@@ -203,8 +203,8 @@ def _single_consumer(name: str, consumers: Dict) -> bool:
 
 
 def fuse_skip_adds(model: 'onnx.ModelProto') -> int:
-    """Fold Add(ReorderOutput(Conv(...)), x) into the blocked Conv's `Sum` input where x is also reordered into the
-    blocked layout (by a ReorderInput of all its channels) ahead of the conv, in place; returns how many."""
+    """Fold Add(ReorderOutput(Conv(...)), x) into the blocked Conv's `Sum` input where x is also reordered into
+    the blocked layout (by a ReorderInput of all its channels) ahead of the conv, in place; returns how many."""
     graph = model.graph
     nodes = list(graph.node)
     position = {id(n): i for i, n in enumerate(nodes)}

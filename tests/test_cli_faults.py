@@ -562,6 +562,12 @@ SIGNAL_RUNS = {
 }
 
 
+def _default_sigint() -> None:
+    """The command as a user's shell starts it: a suite run in the background (a non-interactive `cmd &`)
+    ignores SIGINT, and its children would inherit that."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 @pytest.mark.parametrize('sig', [signal.SIGTERM, signal.SIGINT], ids=['SIGTERM', 'SIGINT'])
 @pytest.mark.parametrize('command', list(SIGNAL_RUNS))
 def test_signal_mid_run_leaves_nothing(command, sig, inputs, tmp_path):
@@ -571,7 +577,8 @@ def test_signal_mid_run_leaves_nothing(command, sig, inputs, tmp_path):
     env = dict(os.environ, OMP_NUM_THREADS='1', PYTHONPATH=os.pathsep.join(
         [str(REPO_ROOT), os.environ.get('PYTHONPATH', '')]))
     proc = subprocess.Popen([sys.executable, '-m', 'timm_mobileformer', *SIGNAL_RUNS[command](inputs, work)],
-                            cwd=work, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+                            cwd=work, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=_default_sigint)
     try:
         deadline = time.monotonic() + 120
         while not ((work / 'new').exists() and _staging(work / 'new')):

@@ -189,7 +189,7 @@ def test_ort_optimized_fixed_batch_matches(variant, batch, exports, tmp_path):
         around_attention = [n.name for n in graph.node if n.op_type == 'Transpose' and any(
             getattr(producer.get(i), 'op_type', '') == 'Attention' for i in n.input)]
         assert ops['Attention'] == mobile_former_blocks(model) and not around_attention, around_attention
-        if batch == 1:  # slopes split as (2C, 1, 1, 1) where ORT pads no channel: at least the last block's
+        if batch == 1:  # slopes split as (2C, 1, 1, 1) where ORT pads no channel (at least one site)
             assert any(n.name.endswith('_split') for n in graph.node if n.name.startswith('nchwc_dyrelu'))
     session = make_session(optimized)
     with torch.no_grad():

@@ -60,6 +60,29 @@ def _attr(node, name: str):
     return None
 
 
+def _edges(nodes) -> tuple:
+    """(the producer of each tensor name, the nodes that read each name)."""
+    producer = {out: n for n in nodes for out in n.output}
+    consumers: Dict[str, List] = {}
+    for n in nodes:
+        for name in n.input:
+            consumers.setdefault(name, []).append(n)
+    return producer, consumers
+
+
+def _set_nodes(graph, nodes: List) -> None:
+    nodes = list(nodes)
+    del graph.node[:]
+    graph.node.extend(nodes)
+
+
+def _constant(graph, name: str) -> Optional[np.ndarray]:
+    """The value of initializer `name`, or None."""
+    from onnx import numpy_helper
+    tensor = next((t for t in graph.initializer if t.name == name), None)
+    return None if tensor is None else numpy_helper.to_array(tensor)
+
+
 def _in_channels(conv, weights: Dict[str, tuple]) -> Optional[int]:
     """The input channels, as ORT padded them to its block, of an NCHWc conv with constant weights."""
     if conv.domain != NCHWC or conv.op_type != 'Conv' or len(conv.input) < 2 or conv.input[1] not in weights:
@@ -81,20 +104,19 @@ def _slopes_matrix(name: str, producer: Dict, consumers: Dict, ranks: Dict[str, 
 
 
 def _halves(k1: str, k2: str, channels: int, producer: Dict, consumers: Dict, ranks: Dict[str, int],
-            graph) -> Optional[tuple]:
-    """(split, sizes) if the slopes k1, k2 are the two halves of `channels` columns, along axis 1, of one Split
+            graph) -> Optional['onnx.NodeProto']:
+    """The Split node if the slopes k1, k2 are the two halves of `channels` columns, along axis 1, of one Split
     of a rank-2 matrix that only their reshapes read; else None."""
-    from onnx import numpy_helper
     split = producer.get(k1)
     if (split is None or split is not producer.get(k2) or split.op_type != 'Split' or split.domain
             or list(split.output) != [k1, k2] or len(split.input) != 2 or ranks.get(split.input[0]) != 2
             or getattr(_attr(split, 'axis'), 'i', 0) not in (1, -1)
             or not all(len(consumers.get(k, [])) == 1 for k in (k1, k2))):
         return None
-    sizes = next((t for t in graph.initializer if t.name == split.input[1]), None)
-    if sizes is None or numpy_helper.to_array(sizes).tolist() != [channels, channels]:
+    sizes = _constant(graph, split.input[1])
+    if sizes is None or sizes.tolist() != [channels, channels]:
         return None
-    return split, split.input[1]
+    return split
 
 
 def rewrite_dynamic_relus(model: 'onnx.ModelProto') -> int:
@@ -109,11 +131,7 @@ def rewrite_dynamic_relus(model: 'onnx.ModelProto') -> int:
     weights = {t.name: tuple(t.dims) for t in graph.initializer}
     ranks = {v.name: len(v.type.tensor_type.shape.dim) for v in graph.value_info}
     nodes = list(graph.node)
-    producer = {out: n for n in nodes for out in n.output}
-    consumers: Dict[str, List] = {}
-    for n in nodes:
-        for name in n.input:
-            consumers.setdefault(name, []).append(n)
+    producer, consumers = _edges(nodes)
 
     replaced, inserted = set(), {}
     for mx in nodes:
@@ -146,12 +164,12 @@ def rewrite_dynamic_relus(model: 'onnx.ModelProto') -> int:
         if all(matrices):  # read the (N, C) slopes; their reshapes to (N, C, 1, 1) go
             (k1, k2), rank = matrices, 2
             replaced.update(id(producer[k]) for k in (m1.input[1], m2.input[1]))
-        halves = _halves(k1, k2, channels, producer, consumers, ranks, graph) if rank == 2 and batch == 1 else None
-        if halves is not None and padded == channels:  # split (1, 2C) as (2C, 1, 1, 1): the weights, unreshaped
-            split, sizes = halves
+        split = _halves(k1, k2, channels, producer, consumers, ranks, graph) if rank == 2 and batch == 1 else None
+        if split is not None and padded == channels:  # split (1, 2C) as (2C, 1, 1, 1): the weights, unreshaped
             new.append(helper.make_node('Reshape', [split.input[0], const('kshape', [2 * channels, 1, 1, 1])],
                                         [p + 'k'], p + 'k'))
-            new.append(helper.make_node('Split', [p + 'k', sizes], [p + 'k1', p + 'w1'], p + 'split', axis=0))
+            new.append(helper.make_node('Split', [p + 'k', split.input[1]], [p + 'k1', p + 'w1'], p + 'split',
+                                        axis=0))
             new.append(helper.make_node('Sub', [p + 'k1', p + 'w1'], [p + 'w0'], p + 'sub'))
             replaced.add(id(split))
         else:
@@ -184,12 +202,8 @@ def rewrite_dynamic_relus(model: 'onnx.ModelProto') -> int:
         order += inserted.get(id(n), [])
         if id(n) not in replaced:
             order.append(n)
-    del graph.node[:]
-    graph.node.extend(order)
-    used = {name for n in graph.node for name in n.input} | {out.name for out in graph.output}
-    kept = [t for t in graph.initializer if t.name in used]  # the dropped reshapes' shapes
-    del graph.initializer[:]
-    graph.initializer.extend(kept)
+    _set_nodes(graph, order)
+    _drop_unused(graph)  # the dropped reshapes' shapes
     return len(inserted)
 
 
@@ -208,11 +222,7 @@ def fuse_skip_adds(model: 'onnx.ModelProto') -> int:
     graph = model.graph
     nodes = list(graph.node)
     position = {id(n): i for i, n in enumerate(nodes)}
-    producer = {out: n for n in nodes for out in n.output}
-    consumers: Dict[str, List] = {}
-    for n in nodes:
-        for name in n.input:
-            consumers.setdefault(name, []).append(n)
+    producer, consumers = _edges(nodes)
     channels = {v.name: v.type.tensor_type.shape.dim[1].dim_value for v in graph.value_info
                 if len(v.type.tensor_type.shape.dim) == 4}
 
@@ -238,10 +248,7 @@ def fuse_skip_adds(model: 'onnx.ModelProto') -> int:
             reorder_out.output[0] = add.output[0]
             fused.add(id(add))
             break
-    if fused:
-        kept = [n for n in graph.node if id(n) not in fused]
-        del graph.node[:]
-        graph.node.extend(kept)
+    _set_nodes(graph, [n for n in graph.node if id(n) not in fused])
     return len(fused)
 
 
@@ -255,7 +262,7 @@ def drop_identity_reshapes(model: 'onnx.ModelProto') -> int:
         if dims and all(d.dim_value > 0 for d in dims):
             shapes[v.name] = [d.dim_value for d in dims]
     outputs = {v.name for v in graph.output}
-    producer = {out: n for n in graph.node for out in n.output}
+    producer, _ = _edges(graph.node)
     renamed, dropped = {}, set()
     for node in graph.node:
         first = producer.get(node.input[0]) if node.op_type == 'Reshape' and not node.domain else None
@@ -268,8 +275,7 @@ def drop_identity_reshapes(model: 'onnx.ModelProto') -> int:
     for n in kept:
         for i, name in enumerate(n.input):
             n.input[i] = renamed.get(name, name)
-    del graph.node[:]
-    graph.node.extend(kept)
+    _set_nodes(graph, kept)
     return len(dropped)
 
 
@@ -298,11 +304,7 @@ def attention_on_tokens(model: 'onnx.ModelProto') -> int:
     from onnx import helper, numpy_helper
     graph = model.graph
     shapes = {v.name: [d.dim_value for d in v.type.tensor_type.shape.dim] for v in graph.value_info}
-    producer = {out: n for n in graph.node for out in n.output}
-    consumers: Dict[str, List] = {}
-    for n in graph.node:
-        for name in n.input:
-            consumers.setdefault(name, []).append(n)
+    producer, consumers = _edges(graph.node)
     inserted, removed = {}, set()
     for node in graph.node:
         if node.op_type != 'Attention' or node.domain or len(node.input) != 3 or len(node.output) != 1:
@@ -342,17 +344,15 @@ def attention_on_tokens(model: 'onnx.ModelProto') -> int:
         for n in graph.node:
             if id(n) not in removed:
                 order += inserted.get(id(n), [n])
-        del graph.node[:]
-        graph.node.extend(order)
+        _set_nodes(graph, order)
         _drop_unused(graph)
     return len(inserted)
 
 
 def _explicit_shape(reshape, graph) -> bool:
     """Whether the Reshape's target is a constant without 0 (copy a dim of the input) entries."""
-    from onnx import numpy_helper
-    target = next((t for t in graph.initializer if t.name == reshape.input[1]), None)
-    return target is not None and bool((numpy_helper.to_array(target) != 0).all())
+    target = _constant(graph, reshape.input[1])
+    return target is not None and bool((target != 0).all())
 
 
 def _drop_unused(graph) -> None:
@@ -363,8 +363,7 @@ def _drop_unused(graph) -> None:
         kept = [n for n in graph.node if any(out in read for out in n.output)]
         if len(kept) == len(graph.node):
             break
-        del graph.node[:]
-        graph.node.extend(kept)
+        _set_nodes(graph, kept)
     read = {name for n in graph.node for name in n.input} | outputs
     written = {out for n in graph.node for out in n.output}
     for field, live in ((graph.initializer, read), (graph.value_info, written)):

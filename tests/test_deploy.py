@@ -97,6 +97,20 @@ def test_eager_deploy_form_matches(variant):
             assert rel(deploy(x), model(x)) < 1e-5, shape
 
 
+def test_stage1_multiplier_conv_reads_copies_in_the_stem_padding():
+    """52m's stem has 8 channels in a block of 16: the padding holds copies of them, so the stage-1 block's
+    multiplier-3 conv runs as 2 depthwise convs instead of 3 (that it still computes the same:
+    test_eager_deploy_form_matches). 294m's stem fills its block: zero padding is not needed, 2 convs for
+    multiplier 2."""
+    deploy = DeployMobileFormer(create('mobileformer_52m'))
+    stem = deploy.stem(torch.randn(1, 3, 32, 32))
+    assert stem.shape[1] == 16 and torch.equal(stem[:, 8:], stem[:, :8])
+    assert len(deploy.blocks[0].conv_dw.weights) == 2
+    assert (deploy.blocks[0].conv_dw.order >= 0).sum() == 24  # every output channel once
+    deploy = DeployMobileFormer(create('mobileformer_294m'))
+    assert len(deploy.blocks[0].conv_dw.weights) == 2
+
+
 @pytest.mark.parametrize('variant', VARIANTS)
 def test_onnx_dynamic_size_matches(variant, exports):
     model, session, _ = exports(variant)

@@ -17,7 +17,8 @@ model is used), so that the exported graph holds only the nodes the math needs:
   it); only attention splits them into heads;
 - every depthwise conv with a channel multiplier is split into plain depthwise convs over whole blocks of 16
   channels (`SplitDepthwise`), concatenated, so that ORT keeps it in its blocked layout (it runs a
-  multiplier conv only in NCHW, between reorders);
+  multiplier conv only in NCHW, between reorders); where the stem's channels leave room in their block,
+  the room holds copies of them when that saves the stage-1 block a conv (52m, 26m);
 - the Former's attention is `scaled_dot_product_attention`: one `Attention` node from ONNX opset 23;
 - Former→Mobile's softmax over the tokens is spelled out (ORT's `Softmax` on an inner axis is slow).
 """
@@ -106,22 +107,39 @@ class Conv(nn.Module):
         return x.clamp(0., 6.) if self.relu6 else x
 
 
-class SplitDepthwise(nn.Module):
-    """A depthwise conv with a channel multiplier m (out channel c m + j reads channel c) as m plain depthwise
-    convs over whole blocks of channels, concatenated: ORT runs neither a multiplier conv nor a concat of
-    partial blocks in its blocked layout, and reorders around each. The input comes padded to whole blocks
-    (zero channels); output channel j P + c (P the padded input channels) is channel `order[j P + c]` of the
-    original conv, -1 for padding (zero)."""
+def _copies(channels: int, total: int) -> torch.Tensor:
+    """The index map of `channels` channels followed by copies of them (cyclically) up to `total`."""
+    return torch.cat([torch.arange(channels), torch.arange(total - channels) % channels])
 
-    def __init__(self, convnorm: nn.Module):
+
+def _pack(source: torch.Tensor, channels: int, multiplier: int) -> List[torch.Tensor]:
+    """Output channels of a multiplier depthwise conv (c m + j reads input channel c) placed on parts of
+    len(source) slots each, slot s reading input channel source[s] (-1: none); where a channel has several
+    slots, its outputs share a part. Per part, the original output channel at each slot (-1: zero)."""
+    slots = [(source == c).nonzero().squeeze(1) for c in range(channels)]
+    rows = torch.full((max(-(-multiplier // len(s)) for s in slots), len(source)), -1)
+    for c, s in enumerate(slots):
+        for j in range(multiplier):
+            rows[j // len(s), s[j % len(s)]] = c * multiplier + j
+    return list(rows)
+
+
+class SplitDepthwise(nn.Module):
+    """A depthwise conv with a channel multiplier m (out channel c m + j reads channel c) as plain depthwise
+    convs over whole blocks of channels, concatenated: ORT runs neither a multiplier conv nor a concat of
+    partial blocks in its blocked layout, and reorders around each. The input comes in whole blocks, its
+    slot s holding channel `source[s]` (default: the channels, then zeros); output channel i is channel
+    `order[i]` of the original conv, -1 for padding (zero). An input whose spare slots hold copies of
+    channels needs fewer convs: each copy serves one more output of its channel per conv."""
+
+    def __init__(self, convnorm: nn.Module, source: Optional[torch.Tensor] = None):
         super().__init__()
         conv = Conv(convnorm)
         channels = convnorm.conv.in_channels
-        multiplier = convnorm.conv.out_channels // channels
         padded = _whole_blocks(channels)
         self.stride, self.padding, self.groups, self.relu6 = conv.stride, conv.padding, padded, conv.relu6
-        rows = [_then(_padding(channels, padded), torch.arange(j, channels * multiplier, multiplier))
-                for j in range(multiplier)]
+        rows = _pack(_padding(channels, padded) if source is None else source, channels,
+                     convnorm.conv.out_channels // channels)
         self.order = torch.cat(rows)
         self.weights = nn.ParameterList([_const(_take(conv.weight, r, 0)) for r in rows])
         self.biases = nn.ParameterList([_const(_take(conv.bias, r, 0)) for r in rows])
@@ -294,13 +312,13 @@ class Lite(nn.Module):
     """The stage-1 bottleneck. Its multiplier depthwise conv is split (`SplitDepthwise`): the input comes padded
     to whole blocks; with a skip, the output is padded alike."""
 
-    def __init__(self, block: nn.Module):
+    def __init__(self, block: nn.Module, source: Optional[torch.Tensor] = None):
         super().__init__()
         shuffle = block.shuffle
         in_perm = None
         if not isinstance(shuffle, nn.Identity):
             in_perm = _inv(_shuffle_perm(block.conv_dw.conv.out_channels, shuffle.groups))
-        self.conv_dw = SplitDepthwise(block.conv_dw)
+        self.conv_dw = SplitDepthwise(block.conv_dw, source)
         self.has_skip = block.has_skip
         out_chs = block.conv_pw.conv.out_channels
         padded_out = self.has_skip and _whole_blocks(out_chs) != out_chs
@@ -402,14 +420,27 @@ class Head(nn.Module):
         return self.fc(feat)
 
 
+def _stem_order(model: nn.Module) -> torch.Tensor:
+    """The stem's channels padded to whole blocks; where the stage-1 block (no skip) then needs fewer convs
+    for its multiplier conv, the padding holds copies of the channels instead of zeros (52m, 26m: 8 channels
+    twice in one block, so 2 convs of 16 channels instead of 3)."""
+    channels = model.stem.conv.out_channels
+    padded, copies = _padding(channels, _whole_blocks(channels)), _copies(channels, _whole_blocks(channels))
+    lite = model.blocks[0]
+    if hasattr(lite, 'mobile_to_former') or lite.has_skip:
+        return padded
+    multiplier = lite.conv_dw.conv.out_channels // channels
+    return copies if len(_pack(copies, channels, multiplier)) < len(_pack(padded, channels, multiplier)) else padded
+
+
 class DeployMobileFormer(nn.Module):
     """The runtime form of an eval Mobile-Former (plain or fused is not read: only parameters by name)."""
 
     def __init__(self, model: nn.Module):
         super().__init__()
         model = copy.deepcopy(model).eval()
-        stem_chs = model.stem.conv.out_channels
-        self.stem = Conv(model.stem, out_perm=_padding(stem_chs, _whole_blocks(stem_chs)))
+        stem_order = _stem_order(model)
+        self.stem = Conv(model.stem, out_perm=stem_order)
         tokens = model.tokens.detach().clone()
         self.tokens = _const(tokens.unsqueeze(0))
         blocks, first = [], True
@@ -418,7 +449,7 @@ class DeployMobileFormer(nn.Module):
                 blocks.append(Block(block, len(tokens), tokens if first else None))
                 first = False
             else:
-                blocks.append(Lite(block))
+                blocks.append(Lite(block, stem_order))
         self.blocks = nn.ModuleList(blocks)
         self.head = Head(model.merge, model.head, len(tokens))
         self.eval()

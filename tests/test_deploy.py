@@ -203,8 +203,15 @@ def test_ort_optimized_fixed_batch_matches(variant, batch, exports, tmp_path):
         around_attention = [n.name for n in graph.node if n.op_type == 'Transpose' and any(
             getattr(producer.get(i), 'op_type', '') == 'Attention' for i in n.input)]
         assert ops['Attention'] == mobile_former_blocks(model) and not around_attention, around_attention
-        if batch == 1:  # slopes split as (2C, 1, 1, 1) where ORT pads no channel (at least one site)
-            assert any(n.name.endswith('_split') for n in graph.node if n.name.startswith('nchwc_dyrelu'))
+        readers = collections.defaultdict(list)
+        for n in graph.node:
+            for i in n.input:
+                readers[i].append(n.op_type)
+        slope_pads = [n.name for n in graph.node if n.op_type == 'Pad' and readers[n.output[0]] != ['ReorderInput']]
+        assert not slope_pads, slope_pads  # the runtime form pads each dynamic ReLU's channels to whole blocks
+        if batch == 1:  # so every site's slopes are split as (2C, 1, 1, 1), with one Reshape
+            splits = [n for n in graph.node if n.name.startswith('nchwc_dyrelu') and n.name.endswith('_split')]
+            assert len(splits) == rewritten, len(splits)
     session = make_session(optimized)
     with torch.no_grad():
         for size in ((64, 64), (96, 160)):

@@ -10,13 +10,13 @@ ORT's NCHWc depthwise conv takes its weights as a runtime input, so the same mat
     max(k1 x, k2 x) = k2 x + relu((k1 - k2) x)
     u = Conv_dw(x, k1 - k2, activation=Relu);   y = Conv_dw(x, k2, Sum=u)
 
-(1x1 depthwise weights are one value per channel, the same in the blocked and the plain order; channels ORT
-pads to its block get zero slopes). The blocked buffer of an (N, C, H, W) map is that of (1, N C, H, W), so a
-batch of N is one conv with N C groups: the batch must be fixed (`pin_batch`); height and width stay free.
-The slopes are read as the (N, C) matrices they were reshaped from; at batch 1, where ORT does not pad the
-channels, their (1, 2 C) source is reshaped once to (2 C, 1, 1, 1) and split there (one Reshape, not two).
-A site that does not match the pattern exactly is left as it is, and `export.save_optimized` checks the
-rewritten file against the ONNX file it came from.
+(1x1 depthwise weights are one value per channel, the same in the blocked and the plain order; the runtime
+form pads every dynamic ReLU's channels to whole blocks, so ORT pads none). The blocked buffer of an
+(N, C, H, W) map is that of (1, N C, H, W), so a batch of N is one conv with N C groups: the batch must be
+fixed (`pin_batch`); height and width stay free. The slopes are read as the (N, C) matrices they were
+reshaped from; at batch 1 their (1, 2 C) source is reshaped once to (2 C, 1, 1, 1) and split there (one
+Reshape, not two). A site that does not match the pattern exactly (channels ORT would pad included) is left
+as it is, and `export.save_optimized` checks the rewritten file against the ONNX file it came from.
 
 `fuse_skip_adds` moves each block's identity skip into the blocked layout too: ORT adds a conv's output to
 the block input in plain NCHW (the input is NCHW, only its reordered copy is blocked), after reordering the
@@ -146,12 +146,11 @@ def rewrite_dynamic_relus(model: 'onnx.ModelProto') -> int:
             continue
         reorder_in = after[0]
         nxt = consumers.get(reorder_in.output[0], [])
-        padded = _in_channels(nxt[0], weights) if len(nxt) == 1 else None
-        if padded is None:
+        if len(nxt) != 1 or source.op_type != 'ReorderOutput' or source.domain != NCHWC:
             continue
-        if source.op_type != 'ReorderOutput' or source.domain != NCHWC:
+        channels, blocked = _attr(source, 'channels').i, source.input[0]
+        if _in_channels(nxt[0], weights) != channels:  # ORT padded the channels to its block
             continue
-        channels, blocked = _attr(source, 'channels').i, source.input[0]  # blocked: padded like the ReLU's
         p = f'nchwc_dyrelu{len(inserted)}_'
         new = []
 
@@ -165,7 +164,7 @@ def rewrite_dynamic_relus(model: 'onnx.ModelProto') -> int:
             (k1, k2), rank = matrices, 2
             replaced.update(id(producer[k]) for k in (m1.input[1], m2.input[1]))
         split = _halves(k1, k2, channels, producer, consumers, ranks, graph) if rank == 2 and batch == 1 else None
-        if split is not None and padded == channels:  # split (1, 2C) as (2C, 1, 1, 1): the weights, unreshaped
+        if split is not None:  # split (1, 2C) as (2C, 1, 1, 1): the weights, unreshaped
             new.append(helper.make_node('Reshape', [split.input[0], const('kshape', [2 * channels, 1, 1, 1])],
                                         [p + 'k'], p + 'k'))
             new.append(helper.make_node('Split', [p + 'k', split.input[1]], [p + 'k1', p + 'w1'], p + 'split',
@@ -174,25 +173,20 @@ def rewrite_dynamic_relus(model: 'onnx.ModelProto') -> int:
             replaced.add(id(split))
         else:
             new.append(helper.make_node('Sub', [k1, k2], [p + 'kd'], p + 'sub'))
-            slopes = [p + 'kd', k2]
-            if padded > channels:
-                pads = const('pads', [0] * rank + [0, padded - channels] + [0] * (rank - 2))
-                new += [helper.make_node('Pad', [k, pads], [k + '_pad'], k + '_pad') for k in slopes]
-                slopes = [k + '_pad' for k in slopes]
-            shape = const('wshape', [batch * padded, 1, 1, 1])
+            shape = const('wshape', [batch * channels, 1, 1, 1])
             new += [helper.make_node('Reshape', [k, shape], [p + f'w{i}'], p + f'w{i}')
-                    for i, k in enumerate(slopes)]
-        conv = dict(domain=NCHWC, kernel_shape=[1, 1], group=batch * padded, strides=[1, 1], pads=[0, 0, 0, 0],
+                    for i, k in enumerate((p + 'kd', k2))]
+        conv = dict(domain=NCHWC, kernel_shape=[1, 1], group=batch * channels, strides=[1, 1], pads=[0, 0, 0, 0],
                     dilations=[1, 1])
         out = reorder_in.output[0]
         if batch > 1:  # the batch's channels as one conv's groups: the same blocked buffer
-            new.append(helper.make_node('Reshape', [blocked, const('xshape', [1, batch * padded, 0, 0])], [p + 'xg'],
+            new.append(helper.make_node('Reshape', [blocked, const('xshape', [1, batch * channels, 0, 0])], [p + 'xg'],
                                         p + 'xg'))
             blocked, out = p + 'xg', p + 'yg'
         new.append(helper.make_node('Conv', [blocked, p + 'w0'], [p + 'u'], p + 'relu', activation='Relu', **conv))
         new.append(helper.make_node('Conv', [blocked, p + 'w1', '', p + 'u'], [out], p + 'sum', **conv))
         if batch > 1:
-            new.append(helper.make_node('Reshape', [out, const('yshape', [batch, padded, 0, 0])],
+            new.append(helper.make_node('Reshape', [out, const('yshape', [batch, channels, 0, 0])],
                                         [reorder_in.output[0]], p + 'y'))
         replaced.update(id(n) for n in (m1, m2, mx, reorder_in, source))
         inserted[id(reorder_in)] = new

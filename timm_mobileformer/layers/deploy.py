@@ -7,7 +7,8 @@ model is used), so that the exported graph holds only the nodes the math needs:
   folded into the linears ahead of them;
 - channel shuffles folded away: a grouped pointwise conv next to a shuffle becomes a dense 1x1 conv with its
   rows or columns permuted (and the dynamic ReLU slopes between them permuted alike);
-- dynamic ReLU as Max(Mul(x, k1), Mul(x, k2)), no Where;
+- dynamic ReLU as Max(Mul(x, k1), Mul(x, k2)), no Where, over channels padded to whole blocks of 16 (ORT
+  would pad them around each one);
 - the two dynamic ReLUs of a block get their slopes from one fc1 Gemm (side by side) and one Gemm per fc2;
 - token-only work precomputed while the tokens are still input-independent (the first Mobile-Former block's
   q(tokens) and gate(tokens)), and the learned tokens broadcast instead of expanded per batch;
@@ -82,13 +83,17 @@ class Conv(nn.Module):
     """A conv with its BatchNorm folded in, optional ReLU6 (Clip, which ORT fuses into the Conv)."""
 
     def __init__(self, convnorm: nn.Module, dense: bool = False, out_perm: Optional[torch.Tensor] = None,
-                 in_perm: Optional[torch.Tensor] = None):
+                 in_perm: Optional[torch.Tensor] = None, padded_to: Optional[int] = None):
         super().__init__()
         conv, bn = convnorm.conv, convnorm.bn
         weight, bias = fuse_conv_bn_weights(conv.weight, conv.bias, bn.running_mean, bn.running_var, bn.eps,
                                             bn.weight, bn.bias)
         weight, bias = weight.detach(), bias.detach()
         groups = conv.groups
+        if padded_to is not None:  # a depthwise conv over its channels and zero channels up to padded_to
+            assert groups == conv.in_channels == conv.out_channels, 'padded_to is for depthwise convs'
+            index = _padding(conv.out_channels, padded_to)
+            weight, bias, groups = _take(weight, index, 0), _take(bias, index, 0), padded_to
         if dense or out_perm is not None or in_perm is not None:
             weight, groups = _dense(weight, groups), 1
         if out_perm is not None:
@@ -364,12 +369,15 @@ class Block(nn.Module):
             self.in_chs = mobile.conv_pw.conv.in_channels
             g1 = getattr(mobile.shuffle_pw, 'groups', None)
             g2 = getattr(mobile.shuffle_pwl, 'groups', None)
-            self.conv1 = Conv(mobile.conv_pw, out_perm=None if g1 is None else
-                              _shuffle_perm(mobile.conv_pw.conv.out_channels, g1))
-            self.conv2 = Conv(mobile.conv_dw)
-            self.conv3 = Conv(mobile.conv_pwl, out_perm=None if g2 is None else
+            hidden = mobile.conv_pw.conv.out_channels
+            perm1 = None if g1 is None else _shuffle_perm(hidden, g1)
+            # the expanded channels padded to whole blocks here, not by ORT around each dynamic ReLU
+            pad = _padding(hidden, _whole_blocks(hidden)) if _whole_blocks(hidden) != hidden else None
+            self.conv1 = Conv(mobile.conv_pw, out_perm=perm1 if pad is None else _then(pad, perm1))
+            self.conv2 = Conv(mobile.conv_dw, padded_to=None if pad is None else len(pad))
+            self.conv3 = Conv(mobile.conv_pwl, in_perm=pad, out_perm=None if g2 is None else
                               _shuffle_perm(mobile.conv_pwl.conv.out_channels, g2))
-            self.slopes = Slopes([mobile.act1, mobile.act2], [None, None])
+            self.slopes = Slopes([mobile.act1, mobile.act2], [pad, pad])
             self.has_skip = mobile.has_skip
         self.f2m = PixelsReadTokens(block.former_to_mobile, num_tokens)
 

@@ -14,7 +14,7 @@ import argparse
 import tempfile
 import time
 from pathlib import Path
-from typing import List
+from typing import List, Optional
 
 import numpy as np
 
@@ -42,7 +42,7 @@ def prefix(model: 'onnx.ModelProto', end: int) -> 'onnx.ModelProto':
     return cut
 
 
-def main(argv: List[str] = None) -> None:
+def main(argv: Optional[List[str]] = None) -> None:
     import onnx
     parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
     parser.add_argument('--model', default='52m', help='Mobile-Former variant, e.g. 52m or mobileformer_294m')

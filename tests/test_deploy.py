@@ -209,9 +209,13 @@ def test_ort_optimized_fixed_batch_matches(variant, batch, exports, tmp_path):
                 readers[i].append(n.op_type)
         slope_pads = [n.name for n in graph.node if n.op_type == 'Pad' and readers[n.output[0]] != ['ReorderInput']]
         assert not slope_pads, slope_pads  # the runtime form pads each dynamic ReLU's channels to whole blocks
-        if batch == 1:  # so every site's slopes are split as (2C, 1, 1, 1), with one Reshape
-            splits = [n for n in graph.node if n.name.startswith('nchwc_dyrelu') and n.name.endswith('_split')]
-            assert len(splits) == rewritten, len(splits)
+        if batch == 1:  # so every site's weights are split from its slopes reshaped once to (S, 1, 1, 1),
+            # one such split per fc2 Gemm: both ReLUs of a block with one block-diagonal fc2 share it
+            sums = [n for n in graph.node if n.name.startswith('nchwc_dyrelu') and n.name.endswith('_sum')]
+            sources = {producer[n.input[1]].name for n in sums}
+            assert all(s.startswith('nchwc_slopes') and s.endswith('_split') for s in sources), sources
+            gemms = [1 if m.slopes.one_fc2 else 2 for m in DeployMobileFormer(model).modules() if hasattr(m, 'slopes')]
+            assert len(sources) == sum(gemms) < rewritten, (len(sources), gemms)
     session = make_session(optimized)
     with torch.no_grad():
         for size in ((64, 64), (96, 160)):

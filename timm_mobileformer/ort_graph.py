@@ -14,8 +14,8 @@ ORT's NCHWc depthwise conv takes its weights as a runtime input, so the same mat
 form pads every dynamic ReLU's channels to whole blocks, so ORT pads none). The blocked buffer of an
 (N, C, H, W) map is that of (1, N C, H, W), so a batch of N is one conv with N C groups: the batch must be
 fixed (`pin_batch`); height and width stay free. The slopes are read as the (N, C) matrices they were
-reshaped from; at batch 1 their (1, 2 C) source is reshaped once to (2 C, 1, 1, 1) and split there (one
-Reshape, not two). A site that does not match the pattern exactly (channels ORT would pad included) is left
+reshaped from; at batch 1 their (1, S) source (both ReLUs' slopes where a block has one fc2 Gemm) is reshaped
+once to (S, 1, 1, 1) and split there (one Reshape, not one per slope). A site that does not match the pattern exactly (channels ORT would pad included) is left
 as it is, and `export.save_optimized` checks the rewritten file against the ONNX file it came from.
 
 `fuse_skip_adds` moves each block's identity skip into the blocked layout too: ORT adds a conv's output to
@@ -104,19 +104,23 @@ def _slopes_matrix(name: str, producer: Dict, consumers: Dict, ranks: Dict[str, 
 
 
 def _halves(k1: str, k2: str, channels: int, producer: Dict, consumers: Dict, ranks: Dict[str, int],
-            graph) -> Optional['onnx.NodeProto']:
-    """The Split node if the slopes k1, k2 are the two halves of `channels` columns, along axis 1, of one Split
-    of a rank-2 matrix that only their reshapes read; else None."""
+            graph) -> Optional[tuple]:
+    """(the Split, the index of k1 among its outputs) if the slopes k1, k2 are two neighbouring outputs of
+    `channels` columns each of one Split of a rank-2 matrix along axis 1, read only by their reshapes; else
+    None. (A block's two ReLUs may share one Split: k1, k2 of the first, then of the second.)"""
     split = producer.get(k1)
     if (split is None or split is not producer.get(k2) or split.op_type != 'Split' or split.domain
-            or list(split.output) != [k1, k2] or len(split.input) != 2 or ranks.get(split.input[0]) != 2
+            or len(split.input) != 2 or ranks.get(split.input[0]) != 2
             or getattr(_attr(split, 'axis'), 'i', 0) not in (1, -1)
             or not all(len(consumers.get(k, [])) == 1 for k in (k1, k2))):
         return None
+    outputs = list(split.output)
+    index = outputs.index(k1)
     sizes = _constant(graph, split.input[1])
-    if sizes is None or sizes.tolist() != [channels, channels]:
+    if (index + 1 >= len(outputs) or outputs[index + 1] != k2 or sizes is None
+            or sizes.tolist()[index:index + 2] != [channels, channels]):
         return None
-    return split
+    return split, index
 
 
 def rewrite_dynamic_relus(model: 'onnx.ModelProto') -> int:
@@ -133,7 +137,7 @@ def rewrite_dynamic_relus(model: 'onnx.ModelProto') -> int:
     nodes = list(graph.node)
     producer, consumers = _edges(nodes)
 
-    replaced, inserted = set(), {}
+    replaced, inserted, weights_of = set(), {}, {}
     for mx in nodes:
         if mx.op_type != 'Max' or mx.domain or len(mx.input) != 2:
             continue
@@ -163,15 +167,22 @@ def rewrite_dynamic_relus(model: 'onnx.ModelProto') -> int:
         if all(matrices):  # read the (N, C) slopes; their reshapes to (N, C, 1, 1) go
             (k1, k2), rank = matrices, 2
             replaced.update(id(producer[k]) for k in (m1.input[1], m2.input[1]))
-        split = _halves(k1, k2, channels, producer, consumers, ranks, graph) if rank == 2 and batch == 1 else None
-        if split is not None:  # split (1, 2C) as (2C, 1, 1, 1): the weights, unreshaped
-            new.append(helper.make_node('Reshape', [split.input[0], const('kshape', [2 * channels, 1, 1, 1])],
-                                        [p + 'k'], p + 'k'))
-            new.append(helper.make_node('Split', [p + 'k', split.input[1]], [p + 'k1', p + 'w1'], p + 'split',
-                                        axis=0))
-            new.append(helper.make_node('Sub', [p + 'k1', p + 'w1'], [p + 'w0'], p + 'sub'))
-            replaced.add(id(split))
+        halves = _halves(k1, k2, channels, producer, consumers, ranks, graph) if rank == 2 and batch == 1 else None
+        if halves is not None:  # split (1, S) as (S, 1, 1, 1): the weights, unreshaped
+            split, index = halves
+            if id(split) not in weights_of:
+                q = f'nchwc_slopes{len(weights_of)}_'
+                columns = sum(_constant(graph, split.input[1]).tolist())
+                shape = numpy_helper.from_array(np.asarray([columns, 1, 1, 1], dtype=np.int64), q + 'shape')
+                graph.initializer.append(shape)
+                weights_of[id(split)] = [q + f'w{i}' for i in range(len(split.output))]
+                new.append(helper.make_node('Reshape', [split.input[0], shape.name], [q + 'k'], q + 'k'))
+                new.append(helper.make_node('Split', [q + 'k', split.input[1]], weights_of[id(split)], q + 'split',
+                                            axis=0))  # the old Split goes once nothing reads it
+            k1, w1 = weights_of[id(split)][index:index + 2]
+            new.append(helper.make_node('Sub', [k1, w1], [p + 'w0'], p + 'sub'))
         else:
+            w1 = p + 'w1'
             new.append(helper.make_node('Sub', [k1, k2], [p + 'kd'], p + 'sub'))
             shape = const('wshape', [batch * channels, 1, 1, 1])
             new += [helper.make_node('Reshape', [k, shape], [p + f'w{i}'], p + f'w{i}')
@@ -184,7 +195,7 @@ def rewrite_dynamic_relus(model: 'onnx.ModelProto') -> int:
                                         p + 'xg'))
             blocked, out = p + 'xg', p + 'yg'
         new.append(helper.make_node('Conv', [blocked, p + 'w0'], [p + 'u'], p + 'relu', activation='Relu', **conv))
-        new.append(helper.make_node('Conv', [blocked, p + 'w1', '', p + 'u'], [out], p + 'sum', **conv))
+        new.append(helper.make_node('Conv', [blocked, w1, '', p + 'u'], [out], p + 'sum', **conv))
         if batch > 1:
             new.append(helper.make_node('Reshape', [out, const('yshape', [batch, channels, 0, 0])],
                                         [reorder_in.output[0]], p + 'y'))

@@ -9,7 +9,8 @@ model is used), so that the exported graph holds only the nodes the math needs:
   rows or columns permuted (and the dynamic ReLU slopes between them permuted alike);
 - dynamic ReLU as Max(Mul(x, k1), Mul(x, k2)), no Where, over channels padded to whole blocks of 16 (ORT
   would pad them around each one);
-- the two dynamic ReLUs of a block get their slopes from one fc1 Gemm (side by side) and one Gemm per fc2;
+- the two dynamic ReLUs of a block get their slopes from one fc1 Gemm (side by side) and, where that reads
+  few extra zeros, one block-diagonal fc2 Gemm (else one Gemm per fc2);
 - token-only work precomputed while the tokens are still input-independent (the first Mobile-Former block's
   q(tokens) and gate(tokens)), and the learned tokens broadcast instead of expanded per batch;
 - the final bridge computes token 0 only (the head reads nothing else), and the head pools the 1x1 conv's map
@@ -173,14 +174,18 @@ def _merge_heads(t: torch.Tensor) -> torch.Tensor:
 
 
 class Slopes(nn.Module):
-    """The slopes of a block's dynamic ReLUs from token 0: one Gemm for their fc1s, then one Gemm per fc2.
+    """The slopes of a block's dynamic ReLUs from token 0: one Gemm for their fc1s, then their fc2s.
 
-    One block-diagonal Gemm for both fc2s would read twice their weights, and at batch 1 a Gemm on one token
-    costs what its weights take to read: measured in ORT 1.32 on 294m's largest pair (96 → 4608 against two
-    48 → 2304), 11 of them, 1072 against 649 µs. 2 * hard_sigmoid(z) = clamp(z / 3 + 1, 0, 2) is folded
-    into fc2; k1 = that, k2 = that - 1 for each ReLU. `perms` reorder a ReLU's channels (where a channel
-    shuffle was folded away around it; -1: a padding channel).
+    2 * hard_sigmoid(z) = clamp(z / 3 + 1, 0, 2) is folded into fc2; k1 = that, k2 = that - 1 for each ReLU.
+    `perms` reorder a ReLU's channels (where a channel shuffle was folded away around it; -1: a padding
+    channel). Where the zeros of a block-diagonal fc2 pair are few (`ONE_FC2_ZEROS` bytes at most), both fc2s
+    are one Gemm over it, and one Clip, Add and split serve both ReLUs: the slopes of a 52m block took 25.4
+    instead of 30.3 µs (ORT 1.32, batch 1, the block's slope nodes alone). Elsewhere each fc2 is its own Gemm:
+    at batch 1 a Gemm on one token costs what its weights take to read, and the zeros would double them (294m's
+    largest pair, 96 → 4608 against two 48 → 2304, 11 of them: 1072 against 649 µs).
     """
+
+    ONE_FC2_ZEROS = 128 * 1024
 
     def __init__(self, acts: List[nn.Module], perms: List[Optional[torch.Tensor]]):
         super().__init__()
@@ -193,20 +198,30 @@ class Slopes(nn.Module):
             if perm is not None:  # both halves (k1 rows, k2 rows) reordered alike
                 idx = torch.cat([perm, torch.where(perm >= 0, perm + a.channels, perm)])
                 w2, b2 = _take(w2, idx, 0), _take(b2, idx, 0)
-            weights.append(_const(w2))
-            biases.append(_const(b2))
+            weights.append(w2)
+            biases.append(b2)
             c = w2.shape[0] // 2
-            shifts.append(_const(torch.cat([torch.zeros(c), -torch.ones(c)])))  # k2 = clamp(.) - 1
-        self.w2, self.b2, self.shift = nn.ParameterList(weights), nn.ParameterList(biases), nn.ParameterList(shifts)
+            shifts.append(torch.cat([torch.zeros(c), -torch.ones(c)]))  # k2 = clamp(.) - 1
+        self.channels = [w.shape[0] // 2 for w in weights]
+        rows, cols = sum(w.shape[0] for w in weights), sum(w.shape[1] for w in weights)
+        self.one_fc2 = (rows * cols - sum(w.numel() for w in weights)) * 4 <= self.ONE_FC2_ZEROS
+        if self.one_fc2:
+            weights, biases, shifts = [torch.block_diag(*weights)], [torch.cat(biases)], [torch.cat(shifts)]
+        self.w2 = nn.ParameterList([_const(w) for w in weights])
+        self.b2 = nn.ParameterList([_const(b) for b in biases])
+        self.shift = nn.ParameterList([_const(s) for s in shifts])
 
     def forward(self, token: torch.Tensor) -> List[Tuple[torch.Tensor, torch.Tensor]]:
-        hidden = F.relu(F.linear(token, self.w1, self.b1)).split(self.hidden, dim=1)
-        out = []
-        for h, w2, b2, shift in zip(hidden, self.w2, self.b2, self.shift):
-            k = F.linear(h, w2, b2).clamp(0., 2.) + shift
-            c = k.shape[1] // 2
-            out.append((k[:, :c].reshape(-1, c, 1, 1), k[:, c:].reshape(-1, c, 1, 1)))
-        return out
+        hidden = F.relu(F.linear(token, self.w1, self.b1))
+        if self.one_fc2:
+            k = F.linear(hidden, self.w2[0], self.b2[0]).clamp(0., 2.) + self.shift[0]
+            halves = k.split([c for c in self.channels for _ in range(2)], dim=1)
+        else:
+            halves = [half for h, w2, b2, shift, c in zip(hidden.split(self.hidden, dim=1), self.w2, self.b2,
+                                                           self.shift, self.channels)
+                      for half in (F.linear(h, w2, b2).clamp(0., 2.) + shift).split([c, c], dim=1)]
+        return [(k1.reshape(-1, c, 1, 1), k2.reshape(-1, c, 1, 1))
+                for k1, k2, c in zip(halves[::2], halves[1::2], self.channels)]
 
 
 def dyrelu(x: torch.Tensor, k: Tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:

@@ -16,7 +16,8 @@ form pads every dynamic ReLU's channels to whole blocks, so ORT pads none). The 
 fixed (`pin_batch`); height and width stay free. The slopes are read as the (N, C) matrices they were
 reshaped from; at batch 1 their (1, S) source (both ReLUs' slopes where a block has one fc2 Gemm) is reshaped
 once to (S, 1, 1, 1) and split there (one Reshape, not one per slope). A site that does not match the pattern
-exactly (channels ORT would pad included) is left as it is, and `export.save_optimized` checks the rewritten file against the ONNX file it came from.
+exactly (channels ORT would pad included) is left as it is, and `export.save_optimized` checks the rewritten
+file against the ONNX file it came from.
 
 `fuse_skip_adds` moves each block's identity skip into the blocked layout too: ORT adds a conv's output to
 the block input in plain NCHW (the input is NCHW, only its reordered copy is blocked), after reordering the

@@ -159,9 +159,9 @@ def rewrite_dynamic_relus(model: 'onnx.ModelProto') -> int:
         p = f'nchwc_dyrelu{len(inserted)}_'
         new = []
 
-        def const(name: str, values: List[int]) -> str:
-            graph.initializer.append(numpy_helper.from_array(np.asarray(values, dtype=np.int64), p + name))
-            return p + name
+        def const(name: str, values: List[int], prefix: str = p) -> str:
+            graph.initializer.append(numpy_helper.from_array(np.asarray(values, dtype=np.int64), prefix + name))
+            return prefix + name
 
         (k1, k2), rank = (m1.input[1], m2.input[1]), 4
         matrices = [_slopes_matrix(k, producer, consumers, ranks) for k in (k1, k2)]
@@ -173,11 +173,9 @@ def rewrite_dynamic_relus(model: 'onnx.ModelProto') -> int:
             split, index = halves
             if id(split) not in weights_of:
                 q = f'nchwc_slopes{len(weights_of)}_'
-                columns = sum(_constant(graph, split.input[1]).tolist())
-                shape = numpy_helper.from_array(np.asarray([columns, 1, 1, 1], dtype=np.int64), q + 'shape')
-                graph.initializer.append(shape)
+                shape = const('shape', [int(_constant(graph, split.input[1]).sum()), 1, 1, 1], prefix=q)
                 weights_of[id(split)] = [q + f'w{i}' for i in range(len(split.output))]
-                new.append(helper.make_node('Reshape', [split.input[0], shape.name], [q + 'k'], q + 'k'))
+                new.append(helper.make_node('Reshape', [split.input[0], shape], [q + 'k'], q + 'k'))
                 new.append(helper.make_node('Split', [q + 'k', split.input[1]], weights_of[id(split)], q + 'split',
                                             axis=0))  # the old Split goes once nothing reads it
             k1, w1 = weights_of[id(split)][index:index + 2]

@@ -9,7 +9,7 @@ import math
 import sys
 from typing import Callable, Optional, Sequence
 
-from ..errors import MobileFormerError
+from ..errors import MobileFormerError, one_line
 
 PROG = 'timm-mobileformer'
 MIN_IMG_SIZE = 32  # the smallest input whose last feature map is not empty
@@ -45,8 +45,7 @@ class ArgumentParser(argparse.ArgumentParser):
         super().__init__(*args, **kwargs)
 
     def error(self, message: str) -> None:  # type: ignore[override]
-        message = ' '.join(message.split())
-        sys.stderr.write(f'{self.prog}: error: {message} (see {self.prog} --help)\n')
+        sys.stderr.write(f'{self.prog}: error: {one_line(message)} (see {self.prog} --help)\n')
         sys.exit(2)
 
 
@@ -159,10 +158,6 @@ def add_img_size_argument(parser: argparse.ArgumentParser, default: Optional[int
 def add_threads_argument(parser: argparse.ArgumentParser) -> None:
     parser.add_argument('--threads', type=positive_int, default=None, metavar='N',
                         help="torch CPU threads (default: torch's choice)")
-
-
-def one_line(text: str) -> str:
-    return ' '.join(str(text).split())
 
 
 def checkpoint_file(path: str) -> str:

@@ -14,7 +14,7 @@ from typing import Callable, Dict, Optional, Sequence, Union
 
 import timm
 
-from .errors import MobileFormerError
+from .errors import MobileFormerError, one_line
 from .outputs import check_output, staged
 
 __all__ = ['SCRIPTS', 'DEFAULT_BASE_URL', 'BASE_URL_ENV', 'default_ref', 'fetch_scripts']
@@ -48,7 +48,7 @@ def _download(url: str) -> bytes:
         if isinstance(reason, FileNotFoundError) or 'No such file' in str(reason):
             raise MobileFormerError(f'{url}: not found: timm has no such file at that tag; give another '
                                     f'--ref') from err
-        raise MobileFormerError(f'{url}: download failed ({" ".join(str(reason).split())}): check the network '
+        raise MobileFormerError(f'{url}: download failed ({one_line(reason)}): check the network '
                                 f'(or HTTPS proxy), or copy the scripts from a timm checkout') from err
 
 

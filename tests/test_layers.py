@@ -1,5 +1,6 @@
 """Every fast form in timm_mobileformer/layers computes what its plain form computes, values and gradients;
-the model file states the math plainly and leaves the choice of implementation to layers/ops.py."""
+every weight fold of layers/folds.py computes what its plain part computes; the model file states the math
+plainly and leaves the choice of implementation to layers/ops.py."""
 import re
 from pathlib import Path
 
@@ -8,7 +9,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from timm_mobileformer.layers import fused, kernels, ops
+from timm_mobileformer.layers import folds, fused, kernels, ops
 from timm_mobileformer.mobileformer import DynamicReLU, FormerToMobile, MobileToFormer, conv_norm
 
 CL = torch.channels_last
@@ -62,8 +63,8 @@ def test_tokens_read_pixels_kernel_equals_plain(layout):
     x = torch.randn(2, 8, 5, 6, dtype=torch.float64)
     if layout == 'channels_last':
         x = x.contiguous(memory_format=CL)
-    _assert_same(lambda a, b: kernels.tokens_read_pixels(a, b, 0.5), lambda a, b: ops.tokens_read_pixels_plain(a, b, 0.5),
-                 (q, x))
+    _assert_same(lambda a, b: kernels.tokens_read_pixels(a, b, 0.5),
+                 lambda a, b: ops.tokens_read_pixels_plain(a, b, 0.5), (q, x))
 
 
 @pytest.mark.parametrize('layout', ['nchw', 'channels_last'])
@@ -148,6 +149,104 @@ def test_fused_bridges_equal_plain():
         assert torch.allclose(f2m.fuse()(x, tokens), f2m(x, tokens), atol=1e-5)
         assert torch.allclose(m2f.fuse().attention(x, tokens), m2f.attention(x, tokens), atol=1e-6)
         assert torch.allclose(f2m.fuse().attention(x, tokens), f2m.attention(x, tokens), atol=1e-6)
+
+
+F64 = torch.float64
+
+
+def _randomized_norm(norm: nn.modules.batchnorm._BatchNorm) -> None:
+    """BatchNorm statistics and affine parameters away from their init, so that folding them matters."""
+    with torch.no_grad():
+        norm.running_mean.normal_()
+        norm.running_var.uniform_(0.5, 2.)
+        norm.weight.normal_(1., 0.3)
+        norm.bias.normal_()
+
+
+def _detached(weights) -> bool:
+    return not any(t.requires_grad for t in weights)
+
+
+@pytest.mark.parametrize('groups, stride', [(1, 1), (4, 2), (8, 1)])
+def test_conv_norm_weights_equal_conv_then_batchnorm(groups, stride):
+    torch.manual_seed(0)
+    block = conv_norm(8, 16, 3, stride, groups=groups, dtype=F64)
+    _randomized_norm(block.bn)
+    block.eval()
+    weights = folds.conv_norm_weights(block)
+    x = torch.randn(2, 8, 9, 7, dtype=F64)
+    with torch.no_grad():
+        assert torch.allclose(F.conv2d(x, *weights, stride, 1, 1, groups), block(x))
+    assert _detached(weights)
+
+
+def test_hard_sigmoid_weights_fold_twice_the_hard_sigmoid():
+    torch.manual_seed(0)
+    linear = nn.Linear(6, 10, dtype=F64)
+    x = torch.randn(50, 6, dtype=F64) * 4  # both clamps reached
+    weights = folds.hard_sigmoid_weights(linear)
+    with torch.no_grad():
+        assert torch.allclose(F.linear(x, *weights).clamp(0., 2.), 2. * F.hardsigmoid(linear(x)))
+    assert _detached(weights)
+
+
+def test_scaled_weights_scale_the_output():
+    torch.manual_seed(0)
+    linear = nn.Linear(6, 10, dtype=F64)
+    x = torch.randn(5, 6, dtype=F64)
+    weights = folds.scaled_weights(linear, 0.25)
+    with torch.no_grad():
+        assert torch.allclose(F.linear(x, *weights), 0.25 * linear(x))
+    assert _detached(weights)
+
+
+def test_linear_norm_weights_equal_linear_then_batchnorm1d():
+    torch.manual_seed(0)
+    fc, norm = nn.Linear(6, 10, dtype=F64), nn.BatchNorm1d(10, dtype=F64)
+    _randomized_norm(norm)
+    norm.eval()
+    x = torch.randn(5, 6, dtype=F64)
+    weights = folds.linear_norm_weights(fc, norm)
+    with torch.no_grad():
+        assert torch.allclose(F.linear(x, *weights), norm(fc(x)))
+    assert _detached(weights)
+
+
+def test_shuffle_perm_and_its_inverse():
+    x = torch.randn(2, 12, 3, 3)
+    perm = folds.shuffle_perm(12, 4)
+    assert torch.equal(x[:, perm], ops.channel_shuffle_plain(x, 4))
+    assert torch.equal(ops.channel_shuffle_plain(x, 4)[:, folds.inverse_perm(perm)], x)
+
+
+def test_take_gives_zeros_for_index_minus_one():
+    t = torch.arange(1., 7.).reshape(2, 3).requires_grad_()
+    taken = folds.take(t, torch.tensor([2, -1, 0]), 1)
+    assert torch.equal(taken, torch.tensor([[3., 0., 1.], [6., 0., 4.]])) and not taken.requires_grad
+
+
+def test_dense_weight_equals_the_grouped_conv():
+    torch.manual_seed(0)
+    weight = torch.randn(12, 2, 3, 3, dtype=F64, requires_grad=True)  # 4 groups of 2 in, 3 out channels
+    x = torch.randn(2, 8, 6, 5, dtype=F64)
+    dense = folds.dense_weight(weight, 4)
+    assert dense.shape == (12, 8, 3, 3) and not dense.requires_grad
+    with torch.no_grad():
+        assert torch.allclose(F.conv2d(x, dense), F.conv2d(x, weight, groups=4))
+
+
+def test_learned_token_queries_and_gate_equal_the_bridge_parts():
+    """What the first Mobile→Former bridge computes from the learned tokens alone: the scaled queries, the gate."""
+    torch.manual_seed(0)
+    bridge = MobileToFormer(8, 32, dtype=F64).eval()
+    for p in bridge.parameters():
+        nn.init.normal_(p, 0., 0.5)
+    tokens = torch.randn(3, 32, dtype=F64, requires_grad=True)
+    queries, gate = folds.learned_token_queries(bridge, tokens), folds.learned_token_gate(bridge, tokens)
+    with torch.no_grad():
+        assert torch.allclose(queries, bridge.q(tokens) * bridge.scale)
+        assert torch.allclose(gate, 2. * F.hardsigmoid(bridge.gate(tokens)))
+    assert _detached((queries, gate))
 
 
 def test_the_model_file_states_the_paper_without_speed_branches():

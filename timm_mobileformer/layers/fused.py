@@ -1,9 +1,10 @@
 """Inference forms of Mobile-Former's modules: what `fuse()` (and timm's `reparameterize_model`) puts in place
 of each plain module, computing the same eval-mode output with less work.
 
-Every BatchNorm folds into the conv or linear ahead of it (`torch.nn.utils.fusion`), the attention scales
-into the query and key projections, the hard sigmoids' affine parts into the layers that feed them. The
-builders read the plain modules by their attribute names, so this file does not import the model file.
+Every BatchNorm folds into the conv or linear ahead of it, the attention scales into the query and key
+projections, the hard sigmoids' affine parts into the layers that feed them: the weights come from `folds.py`,
+which the runtime forms share. The builders read the plain modules by their attribute names, so this file does
+not import the model file.
 `cpu_layouts` then stores weights in the layouts eager CPU kernels run fastest on.
 """
 from typing import Any, Iterable, Tuple
@@ -11,9 +12,9 @@ from typing import Any, Iterable, Tuple
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from torch.nn.utils.fusion import fuse_conv_bn_weights, fuse_linear_bn_weights
 
 from . import ops
+from .folds import Weights, conv_norm_weights, hard_sigmoid_weights, linear_norm_weights, scaled_weights
 
 __all__ = [
     'FoldedConv', 'FusedDynamicReLU', 'FusedMobileToFormer', 'FusedFormerToMobile', 'fold_conv_norm',
@@ -59,38 +60,25 @@ class FoldedConv(nn.Conv2d):
 @torch.no_grad()
 def fold_conv_norm(conv_norm: nn.Module) -> FoldedConv:
     """timm's ConvNormAct (bias-free conv, BatchNorm, ReLU6 or no activation) as one FoldedConv."""
-    conv, bn, act = conv_norm.conv, conv_norm.bn, conv_norm.bn.act
+    conv, act = conv_norm.conv, conv_norm.bn.act
     assert isinstance(act, (nn.Identity, nn.ReLU6)), f'no inference form for {type(act).__name__}'
     folded = FoldedConv(
         conv.in_channels, conv.out_channels, conv.kernel_size, conv.stride, conv.padding, conv.dilation,
         conv.groups, bias=True, relu6=isinstance(act, nn.ReLU6), device=conv.weight.device, dtype=conv.weight.dtype,
     )
-    weight, bias = fuse_conv_bn_weights(conv.weight, conv.bias, bn.running_mean, bn.running_var, bn.eps,
-                                        bn.weight, bn.bias)
+    weight, bias = conv_norm_weights(conv_norm)
     folded.weight.copy_(weight)
     folded.bias.copy_(bias)
     return folded.train(conv_norm.training)
 
 
-def _hard_sigmoid_folded(linear: nn.Linear) -> nn.Linear:
-    """A copy of `linear` rescaled so that clamp(out, 0, 2) equals 2 * hard_sigmoid of the original's out:
-    2 * clamp(z / 6 + 1 / 2, 0, 1) = clamp(z / 3 + 1, 0, 2)."""
-    folded = nn.Linear(linear.in_features, linear.out_features, device=linear.weight.device,
-                       dtype=linear.weight.dtype)
-    with torch.no_grad():
-        folded.weight.copy_(linear.weight / 3.)
-        folded.bias.copy_(linear.bias / 3. + 1.)
-    return folded
-
-
-def _scaled_copy(linear: nn.Linear, scale: float) -> nn.Linear:
-    """A copy of `linear` whose output is scale times the original's."""
-    scaled = nn.Linear(linear.in_features, linear.out_features, device=linear.weight.device,
-                       dtype=linear.weight.dtype)
-    with torch.no_grad():
-        scaled.weight.copy_(linear.weight * scale)
-        scaled.bias.copy_(linear.bias * scale)
-    return scaled
+@torch.no_grad()
+def _linear(like: nn.Linear, weights: Weights) -> nn.Linear:
+    """A linear of `like`'s shape, device and dtype holding the folded `weights`."""
+    linear = nn.Linear(like.in_features, like.out_features, device=like.weight.device, dtype=like.weight.dtype)
+    linear.weight.copy_(weights[0])
+    linear.bias.copy_(weights[1])
+    return linear
 
 
 class FusedDynamicReLU(nn.Module):
@@ -114,7 +102,7 @@ class FusedDynamicReLU(nn.Module):
 
 
 def fold_dynamic_relu(act: nn.Module) -> FusedDynamicReLU:
-    return FusedDynamicReLU(act.fc1, _hard_sigmoid_folded(act.fc2), act.channels).train(act.training)
+    return FusedDynamicReLU(act.fc1, _linear(act.fc2, hard_sigmoid_weights(act.fc2)), act.channels).train(act.training)
 
 
 class FusedMobileToFormer(nn.Module):
@@ -140,8 +128,9 @@ class FusedMobileToFormer(nn.Module):
 
 
 def fold_mobile_to_former(bridge: nn.Module) -> FusedMobileToFormer:
-    fused = FusedMobileToFormer(_scaled_copy(bridge.q, bridge.scale), _hard_sigmoid_folded(bridge.gate),
-                                bridge.proj, bridge.norm, bridge.num_heads)
+    fused = FusedMobileToFormer(_linear(bridge.q, scaled_weights(bridge.q, bridge.scale)),
+                                _linear(bridge.gate, hard_sigmoid_weights(bridge.gate)), bridge.proj, bridge.norm,
+                                bridge.num_heads)
     return fused.train(bridge.training)
 
 
@@ -166,18 +155,13 @@ class FusedFormerToMobile(nn.Module):
 
 
 def fold_former_to_mobile(bridge: nn.Module) -> FusedFormerToMobile:
-    return FusedFormerToMobile(_scaled_copy(bridge.k, bridge.scale), bridge.v, bridge.num_heads).train(bridge.training)
+    k = _linear(bridge.k, scaled_weights(bridge.k, bridge.scale))
+    return FusedFormerToMobile(k, bridge.v, bridge.num_heads).train(bridge.training)
 
 
-@torch.no_grad()
 def fold_head_norm(fc: nn.Linear, norm: nn.BatchNorm1d) -> nn.Linear:
     """A linear whose output is norm(fc(x)) in eval mode."""
-    folded = nn.Linear(fc.in_features, fc.out_features, device=fc.weight.device, dtype=fc.weight.dtype)
-    weight, bias = fuse_linear_bn_weights(fc.weight, fc.bias, norm.running_mean, norm.running_var, norm.eps,
-                                          norm.weight, norm.bias)
-    folded.weight.copy_(weight)
-    folded.bias.copy_(bias)
-    return folded
+    return _linear(fc, linear_norm_weights(fc, norm))
 
 
 def cpu_layouts(model: nn.Module, token_parts: Iterable[nn.Module], channels_last: bool = True) -> nn.Module:

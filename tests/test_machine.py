@@ -1,9 +1,11 @@
-"""The machine record: CPU name, vector extensions and native bf16 parsed from cpuinfo text, package version."""
+"""The machine record: CPU name, vector extensions and native bf16 parsed from cpuinfo text, package version;
+the line `timm-mobileformer info` prints."""
 import subprocess
 
 import pytest
 
 from timm_mobileformer import __version__
+from timm_mobileformer.cli import main
 from timm_mobileformer.machine import (
     cpu_name, describe, native_bf16, package_version, summary_line, vector_extensions,
 )
@@ -65,8 +67,18 @@ def test_describe_and_its_line():
     assert record['timm_mobileformer'].startswith(__version__)
     assert {'logical_cpus', 'python', 'torch', 'timm', 'torch_cpu_capability'} <= set(record)
     line = summary_line(record)
-    assert 'vector extensions: SSE4.2, AVX, AVX2, FMA; native bf16: no' in line
+    assert 'vector extensions: SSE4.2, AVX, AVX2, FMA; native bf16: no (emulated' in line
     assert f'timm-mobileformer {__version__}' in line
+    assert 'native bf16: yes;' in summary_line(describe(NEOVERSE_V1))
+
+
+def test_info_prints_the_machine_line_first(capsys):
+    assert main(['info', '--model', '26m', '--img-size', '32']) == 0
+    first_line = capsys.readouterr().out.splitlines()[0]
+    assert first_line.startswith('machine: ')
+    assert f"vector extensions: {', '.join(vector_extensions()) or 'unknown'}; " in first_line
+    assert f"native bf16: {'yes' if native_bf16() else 'no'}" in first_line
+    assert f'timm-mobileformer {__version__}' in first_line
 
 
 def _git(folder, *args):

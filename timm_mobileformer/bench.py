@@ -12,18 +12,23 @@ step: forward, cross-entropy, backward, update; batch sizes of at least 2, Batch
 
 `runtime='onnxruntime'` times ONNX Runtime sessions instead (one cell per batch size, mode `onnxruntime`):
 every model is exported first (Mobile-Former through `export_onnx`, the peers through the same exporter, image
-size fixed), then optimized by ORT with the cell's batch fixed (`export.save_optimized`: the deployment form);
-all sessions get the same options (see `ort.py`); `profile=True` also prints ORT's kernel time by op type.
+size fixed), then optimized by ORT with the cell's batch fixed (`deploy.ort.save_optimized`: the deployment
+form); all sessions get the same options (see `deploy/ort.py`); `profile=True` also prints ORT's kernel time by op type.
+
+Each runtime is a `Runtime` adapter, listed in `RUNTIME_ADAPTERS`; `benchmark` checks the request, measures
+MAdds, lets the runtime prepare, times its cells and writes the report the same way for all of them.
 """
 import json
 import math
 import os
-import platform
 import statistics
+import tempfile
 import time
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
+from functools import partial
 from pathlib import Path
-from typing import Callable, Dict, List, Optional, Sequence, Tuple
+from typing import Callable, ClassVar, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple, Type
 
 import torch
 import torch.nn as nn
@@ -32,17 +37,21 @@ import torch.nn.functional as F
 import timm
 from timm.utils import reparameterize_model
 
-from .errors import MobileFormerError
+from .deploy import onnx as onnx_export, ort
+from .deploy.export import missing_onnx_packages
+from .errors import MobileFormerError, one_line
 from .info import count_madds
+from .machine import describe, summary_line
 from .mobileformer import model_cfgs, paper_results
 from .outputs import check_output, staged
 
 MODES = ('eager', 'channels_last', 'compile', 'fused', 'train')
-RUNTIMES = ('torch', 'onnxruntime')
 DEFAULT_MODES = ('eager', 'channels_last', 'fused', 'train')
 DEFAULT_PEERS = ('mobilenetv3_large_100', 'efficientnet_b0')
 # ImageNet-1k top-1 (%) in each peer's paper (MobileNetV3 arXiv:1905.02244, EfficientNet arXiv:1905.11946)
 PEER_PAPER_TOP1 = {'mobilenetv3_large_100': 75.2, 'efficientnet_b0': 77.1}
+
+Log = Callable[[str], None]
 
 
 @dataclass
@@ -109,23 +118,18 @@ def run_cell(
         batch_size: int,
         rounds: int,
         round_time: float,
-        img_size: int,
-        log: Callable[[str], None],
-        sessions: Optional[Dict[str, object]] = None,
+        log: Log,
+        call_for: Callable[[str], Callable[[], None]],
 ) -> Cell:
-    """Build every model in `mode`, warm it up, then time all of them alternately for `rounds` rounds (with
-    `sessions`, ONNX Runtime sessions by name, time those instead)."""
+    """Make every model's call (`call_for(name)`), warm it up, then time all of them alternately for `rounds`
+    rounds."""
     cell = Cell(mode, batch_size)
     grad = torch.enable_grad() if mode == 'train' else torch.inference_mode()
     with grad:
         calls = {}
         for name in names:
             t0 = time.perf_counter()
-            if sessions is not None:
-                from .ort import make_call as ort_call
-                call = ort_call(sessions[name], batch_size, img_size)
-            else:
-                call = make_call(build(name, mode), mode, batch_size, img_size)
+            call = call_for(name)
             call()  # compiles under `compile`
             warm = min(time_calls(call, 2))
             calls[name] = call
@@ -167,18 +171,19 @@ class ForeignLoad:
         return max(0., busy - own) / (wall * (os.cpu_count() or 1))
 
 
+def load_average() -> Optional[Tuple[float, float, float]]:
+    return os.getloadavg() if hasattr(os, 'getloadavg') else None
+
+
 def machine() -> Dict[str, object]:
-    cpu = platform.processor()
-    try:
-        with open('/proc/cpuinfo') as f:
-            cpu = next((line.split(':', 1)[1].strip() for line in f if line.startswith('model name')), cpu)
-    except OSError:
-        pass
-    return dict(
-        cpu=cpu, logical_cpus=os.cpu_count(), torch_threads=torch.get_num_threads(), python=platform.python_version(),
-        torch=torch.__version__, timm=timm.__version__, platform=platform.platform(),
-        loadavg_start=os.getloadavg() if hasattr(os, 'getloadavg') else None,
-    )
+    """bench.json's machine record: `machine.describe()` (CPU, vector extensions, native bf16, versions and the
+    package's commit), torch's thread count and the load average at the start."""
+    return dict(describe(), torch_threads=torch.get_num_threads(), loadavg_start=load_average())
+
+
+def machine_line(env: Dict[str, object]) -> str:
+    return (f"{summary_line(env)}; {env['torch_threads']} torch threads, torch {env['torch']}, timm {env['timm']}; "
+            f"load average {env['loadavg_start']}")
 
 
 def summarize(cells: List[Cell], variants: Sequence[str], peers: Sequence[str], madds: Dict[str, int]) -> List[dict]:
@@ -229,9 +234,28 @@ def _ticks(lo: float, hi: float, n: int = 5) -> List[float]:
     return [i * step for i in range(math.ceil(lo / step), math.floor(hi / step) + 1)]
 
 
+LABEL_GAP = 7  # pixels between a point and its label, which starts to its right
+
+
+def chart_label(name: str) -> str:
+    return name.replace('mobileformer_', 'MF-') if name in model_cfgs else name
+
+
+def x_axis_end(points: Sequence[Tuple[float, float]], x0: float, x1: float, limit: float) -> float:
+    """The img/s at the right end of a panel's axis (pixels x0..x1): 15% past the fastest model, and far enough
+    that every label (`points`: img/s and label width in pixels) ends by the pixel `limit`. A label wider than
+    three quarters of the axis gets no more room than that."""
+    plot = x1 - x0
+    end = max(ips for ips, _ in points) * 1.15
+    for ips, width in points:
+        room = max(limit - x0 - LABEL_GAP - width, plot / 4)
+        end = max(end, plot * ips / room)
+    return end
+
+
 def draw_chart(rows: List[dict], top1: Callable[[str], Optional[float]], env: Dict[str, object], path: Path) -> None:
     """Paper top-1 against img/s, one panel per batch size, in the manner of the paper's speed figures:
-    Mobile-Former variants joined by a line, peers as squares."""
+    Mobile-Former variants joined by a line, peers as squares; every label whole, inside its panel."""
     from PIL import Image, ImageDraw, ImageFont
 
     sizes = sorted({r['batch_size'] for r in rows})
@@ -243,8 +267,9 @@ def draw_chart(rows: List[dict], top1: Callable[[str], Optional[float]], env: Di
     y_lo, y_hi = math.floor(min(accs)) - 1, math.ceil(max(accs)) + 1
     for i, bs in enumerate(sizes):
         panel = [r for r in rows if r['batch_size'] == bs]
-        x_hi = max(r['img_s'] for r in panel) * 1.15
         x0, x1, y0, y1 = i * pw + left, (i + 1) * pw - right, top, ph - bottom
+        widths = [(r['img_s'], draw.textlength(chart_label(r['model']), font=font)) for r in panel]
+        x_hi = x_axis_end(widths, x0, x1, (i + 1) * pw - 4)
 
         def at(ips: float, acc: float) -> Tuple[float, float]:
             return x0 + (x1 - x0) * ips / x_hi, y1 - (y1 - y0) * (acc - y_lo) / (y_hi - y_lo)
@@ -270,11 +295,153 @@ def draw_chart(rows: List[dict], top1: Callable[[str], Optional[float]], env: Di
             mine = r['model'] in model_cfgs
             box = (x - 4, y - 4, x + 4, y + 4)
             (draw.ellipse if mine else draw.rectangle)(box, fill=(200, 40, 40) if mine else (40, 90, 200))
-            label = r['model'].replace('mobileformer_', 'MF-') if mine else r['model']
-            draw.text((x + 7, y), label, fill='black', font=font, anchor='lm')
+            draw.text((x + LABEL_GAP, y), chart_label(r['model']), fill='black', font=font, anchor='lm')
     note = f"{env['cpu']}, {env['torch_threads']} threads, torch {env['torch']}"
     draw.text((8, ph + 8), note, fill=(90, 90, 90), font=font)
     image.save(path)
+
+
+@dataclass(frozen=True)
+class BenchRequest:
+    """What `benchmark` was asked to time; `options` holds what only some runtime reads (its adapter checks it)."""
+    variants: Tuple[str, ...]
+    peers: Tuple[str, ...] = DEFAULT_PEERS
+    batch_sizes: Tuple[int, ...] = (1, 32)
+    modes: Tuple[str, ...] = DEFAULT_MODES
+    rounds: int = 5
+    round_time: float = 1.0
+    img_size: int = 224
+    chart_mode: str = 'fused'
+    threads: Optional[int] = None
+    profile: bool = False
+    options: Mapping[str, object] = field(default_factory=dict)
+
+    @property
+    def names(self) -> List[str]:
+        """Every model timed: the variants, then the peers that are not variants."""
+        return list(self.variants) + [p for p in self.peers if p not in self.variants]
+
+
+class Runtime:
+    """One runtime's part of a bench run. `benchmark` drives every runtime the same way:
+
+    1. `check()` refuses, before any work, what this runtime can't do (MobileFormerError);
+    2. `cells()` lists the (mode, batch size) cells to time, in order; `chart_mode()` is the mode bench.png plots;
+    3. `prepared(log)` is a context for the work done once before timing (exports, lowering, sessions,
+       profiles into `self.profiles`), cleaned up after the last cell;
+    4. `make_call(name, mode, batch_size)`, when a cell starts, gives one timed call of one model;
+    5. `environment()` adds to the report's machine record (the runtime's version and threads).
+    """
+    name: ClassVar[str]
+    supports_profile: ClassVar[bool] = False
+    option_names: ClassVar[Tuple[str, ...]] = ()  # the keys of `request.options` this runtime reads
+
+    def __init__(self, request: BenchRequest) -> None:
+        self.request = request
+        self.profiles: Dict[str, object] = {}  # per model and batch size, for bench.json
+
+    def check(self) -> None:
+        if self.request.profile and not self.supports_profile:
+            profiling = [name for name, runtime in RUNTIME_ADAPTERS.items() if runtime.supports_profile]
+            raise MobileFormerError(f'--profile needs --runtime {" or ".join(profiling)}')
+        unknown = sorted(set(self.request.options) - set(self.option_names))
+        if unknown:
+            raise MobileFormerError(f'{", ".join(unknown)}: not an option of --runtime {self.name}')
+
+    def cells(self) -> List[Tuple[str, int]]:
+        return [(self.name, b) for b in self.request.batch_sizes]
+
+    def chart_mode(self) -> str:
+        return self.name
+
+    @contextmanager
+    def prepared(self, log: Log) -> Iterator[None]:
+        yield
+
+    def make_call(self, name: str, mode: str, batch_size: int) -> Callable[[], None]:
+        raise NotImplementedError
+
+    def environment(self) -> Dict[str, object]:
+        return {}
+
+
+class TorchRuntime(Runtime):
+    """PyTorch, in every mode of `request.modes`; each cell builds its models afresh, so that only one cell's
+    models are in memory at a time."""
+    name = 'torch'
+
+    def check(self) -> None:
+        super().check()
+        unknown = [m for m in list(self.request.modes) + [self.request.chart_mode] if m not in MODES]
+        if unknown:
+            raise MobileFormerError(f'unknown mode {", ".join(unknown)}: choose from {", ".join(MODES)}')
+        if not self.cells():
+            raise MobileFormerError('nothing to time: train needs a batch size of at least 2')
+
+    def cells(self) -> List[Tuple[str, int]]:
+        return [(m, b) for m in self.request.modes for b in self.request.batch_sizes if not (m == 'train' and b < 2)]
+
+    def chart_mode(self) -> str:
+        return self.request.chart_mode
+
+    def make_call(self, name: str, mode: str, batch_size: int) -> Callable[[], None]:
+        return make_call(build(name, mode), mode, batch_size, self.request.img_size)
+
+
+class OnnxRuntime(Runtime):
+    """ONNX Runtime (`deploy/ort.py`): every model exported once, then per batch size ORT's optimized model with that
+    batch fixed in its own session, `request.threads` intra-op threads; one cell per batch size."""
+    name = 'onnxruntime'
+    supports_profile = True
+
+    def __init__(self, request: BenchRequest) -> None:
+        super().__init__(request)
+        self.sessions: Dict[Tuple[str, int], object] = {}
+
+    def check(self) -> None:
+        super().check()
+        missing = missing_onnx_packages()
+        if missing:
+            raise MobileFormerError(f'--runtime onnxruntime needs {", ".join(missing)}: '
+                                    f'pip install "timm-mobileformer[onnx]"')
+
+    @contextmanager
+    def prepared(self, log: Log) -> Iterator[None]:
+        with tempfile.TemporaryDirectory(prefix='mf-bench-') as folder:
+            files = {}
+            for name in self.request.names:
+                t0 = time.perf_counter()
+                files[name] = onnx_export.export_for_bench(name, Path(folder), self.request.img_size)
+                log(f'  exported {name} in {time.perf_counter() - t0:.0f} s')
+            for batch_size in self.request.batch_sizes:
+                for name in self.request.names:
+                    self.sessions[name, batch_size] = self._session(name, files[name], batch_size, log)
+            yield
+
+    def _session(self, name: str, path: Path, batch_size: int, log: Log) -> object:
+        """The session of ORT's optimized model with `batch_size` fixed; its op profile with `request.profile`."""
+        threads, img_size = self.request.threads, self.request.img_size
+        optimized, rewritten = ort.optimize_for_batch(path, batch_size)
+        session = ort.make_session(optimized, threads)
+        if rewritten:
+            log(f'  {name}, batch {batch_size}: {rewritten} dynamic ReLUs in the blocked layout')
+        if self.request.profile:
+            rows, n_nodes = ort.profile_ops(optimized, batch_size, img_size, threads)
+            self.profiles[f'{name} batch {batch_size}'] = dict(nodes=n_nodes, ops=rows)
+            log(ort.format_profile(f'{name}, batch {batch_size}', rows, n_nodes))
+        return session
+
+    def make_call(self, name: str, mode: str, batch_size: int) -> Callable[[], None]:
+        return ort.make_call(self.sessions[name, batch_size], batch_size, self.request.img_size)
+
+    def environment(self) -> Dict[str, object]:
+        import onnxruntime
+        return dict(onnxruntime=onnxruntime.__version__, ort_threads=self.request.threads or os.cpu_count())
+
+
+# a new runtime: a `Runtime` subclass and its entry here (the command's --runtime choices follow)
+RUNTIME_ADAPTERS: Dict[str, Type[Runtime]] = {'torch': TorchRuntime, 'onnxruntime': OnnxRuntime}
+RUNTIMES = tuple(RUNTIME_ADAPTERS)
 
 
 def check_peers(peers: Sequence[str]) -> List[str]:
@@ -284,6 +451,64 @@ def check_peers(peers: Sequence[str]) -> List[str]:
         raise MobileFormerError(f'unknown timm model {", ".join(unknown)} in --peers: use names that '
                                 f"timm.list_models() lists, e.g. {' '.join(DEFAULT_PEERS)}")
     return list(peers)
+
+
+def make_runtime(name: str, request: BenchRequest) -> Runtime:
+    if name not in RUNTIME_ADAPTERS:
+        raise MobileFormerError(f'unknown runtime {name}: choose from {", ".join(RUNTIME_ADAPTERS)}')
+    return RUNTIME_ADAPTERS[name](request)
+
+
+def check_request(runtime: Runtime, out: Path, overwrite: bool) -> Path:
+    """The output folder, once everything that can be checked before any work is: the folder, the peers, the
+    numbers, then what the runtime itself needs."""
+    request = runtime.request
+    out = check_output(out, kind='dir', overwrite=overwrite)
+    check_peers(request.peers)
+    for name, value in (('rounds', request.rounds), ('img_size', request.img_size)):
+        if value < 1:
+            raise MobileFormerError(f'{name} is {value}: give a whole number of at least 1')
+    if any(b < 1 for b in request.batch_sizes):
+        raise MobileFormerError(f'batch sizes {request.batch_sizes}: give whole numbers of at least 1')
+    runtime.check()
+    return out
+
+
+def measure_madds(names: Sequence[str], img_size: int) -> Dict[str, int]:
+    """MAdds per image of every model; also a first forward of each, so a model that can't run fails here."""
+    madds = {}
+    for name in names:
+        try:
+            madds[name] = count_madds(timm.create_model(name), (3, img_size, img_size))
+        except Exception as err:  # a peer that can't take this input size, or doesn't build
+            raise MobileFormerError(f'{name} does not run on {img_size} px images ({type(err).__name__}: '
+                                    f'{one_line(err)[:160]}): choose another peer or --img-size') from err
+    return madds
+
+
+def time_cells(runtime: Runtime, log: Log) -> Tuple[List[Cell], Optional[float]]:
+    """Every cell of `runtime`, timed once it is prepared; and the share of the CPUs that other processes used
+    meanwhile (None where it can't be read)."""
+    request, todo = runtime.request, runtime.cells()
+    cells = []
+    with runtime.prepared(log):
+        load = ForeignLoad()
+        for i, (mode, batch_size) in enumerate(todo):
+            log(f'[{i + 1}/{len(todo)}] {mode}, batch {batch_size}')
+            call_for = partial(runtime.make_call, mode=mode, batch_size=batch_size)
+            cells.append(run_cell(request.names, mode, batch_size, request.rounds, request.round_time, log, call_for))
+        return cells, load.share()
+
+
+def write_report(out: Path, report: dict, chart_mode: str, overwrite: bool, log: Log) -> None:
+    """bench.json, and bench.png when rows of `chart_mode` have a paper top-1: staged, so written whole or not at
+    all."""
+    chart_rows = [r for r in report['rows'] if r['mode'] == chart_mode and top1(r['model']) is not None]
+    with staged(out, 'dir', overwrite=overwrite) as tmp:
+        (tmp / 'bench.json').write_text(json.dumps(report, indent=1))
+        if chart_rows:
+            draw_chart(chart_rows, top1, report['machine'], tmp / 'bench.png')
+    log(f'wrote {out / "bench.json"}' + (f' and {out / "bench.png"}' if chart_rows else ''))
 
 
 def benchmark(
@@ -297,110 +522,37 @@ def benchmark(
         img_size: int = 224,
         chart_mode: str = 'fused',
         overwrite: bool = False,
-        log: Callable[[str], None] = lambda message: None,
+        log: Log = lambda message: None,
         settings: Optional[dict] = None,
         runtime: str = 'torch',
         profile: bool = False,
         threads: Optional[int] = None,
+        runtime_options: Optional[Mapping[str, object]] = None,
 ) -> dict:
     """Time `variants` next to `peers` and write bench.json (and bench.png when the chart has points) to the
     folder `out`, which is checked before any timing and written only when the run completes.
 
-    With `runtime='onnxruntime'`, `modes` is ignored: exported models run in ONNX Runtime sessions with
-    `threads` intra-op threads (default: all logical CPUs); `profile` adds ORT's op-type breakdown per model
-    and batch size (to the log and bench.json)."""
-    if runtime not in RUNTIMES:
-        raise MobileFormerError(f'unknown runtime {runtime}: choose from {", ".join(RUNTIMES)}')
-    if runtime == 'onnxruntime':
-        from .export import missing_onnx_packages
-        missing = missing_onnx_packages()
-        if missing:
-            raise MobileFormerError(f'--runtime onnxruntime needs {", ".join(missing)}: '
-                                    f'pip install "timm-mobileformer[onnx]"')
-        modes, chart_mode = (), 'fused'
-    elif profile:
-        raise MobileFormerError('--profile needs --runtime onnxruntime')
-    out = check_output(out, kind='dir', overwrite=overwrite)
-    peers = check_peers(peers)
-    for name, value in (('rounds', rounds), ('img_size', img_size)):
-        if value < 1:
-            raise MobileFormerError(f'{name} is {value}: give a whole number of at least 1')
-    if any(b < 1 for b in batch_sizes):
-        raise MobileFormerError(f'batch sizes {batch_sizes}: give whole numbers of at least 1')
-    unknown = [m for m in list(modes) + [chart_mode] if m not in MODES]
-    if runtime == 'onnxruntime':
-        chart_mode = 'onnxruntime'
-    if unknown:
-        raise MobileFormerError(f'unknown mode {", ".join(unknown)}: choose from {", ".join(MODES)}')
-    variants = list(variants)
-    names = variants + [p for p in peers if p not in variants]
-    cells_todo = [(m, b) for m in modes for b in batch_sizes if not (m == 'train' and b < 2)]
-    if runtime == 'onnxruntime':
-        cells_todo = [('onnxruntime', b) for b in batch_sizes]
-    if not cells_todo:
-        raise MobileFormerError('nothing to time: train needs a batch size of at least 2')
+    `runtime` names a `Runtime` adapter (RUNTIMES). With 'onnxruntime', `modes` and `chart_mode` are ignored:
+    exported models run in ONNX Runtime sessions with `threads` intra-op threads (default: all logical CPUs);
+    `profile` adds ORT's op-type breakdown per model and batch size (to the log and bench.json).
+    `runtime_options`: what only that runtime reads."""
+    request = BenchRequest(tuple(variants), tuple(peers), tuple(batch_sizes), tuple(modes), rounds, round_time,
+                           img_size, chart_mode, threads, profile, dict(runtime_options or {}))
+    adapter = make_runtime(runtime, request)
+    out = check_request(adapter, out, overwrite)
     env = machine()
-    log(f"{env['cpu']}, {env['logical_cpus']} logical CPUs, {env['torch_threads']} torch threads, "
-        f"torch {env['torch']}, timm {env['timm']}; load average {env['loadavg_start']}")
-    madds = {}
-    for name in names:  # also a first forward of every model, before any timing
-        try:
-            madds[name] = count_madds(timm.create_model(name), (3, img_size, img_size))
-        except Exception as err:  # a peer that can't take this input size, or doesn't build
-            detail = ' '.join(str(err).split())[:160]
-            raise MobileFormerError(f'{name} does not run on {img_size} px images ({type(err).__name__}: {detail}): '
-                                    f'choose another peer or --img-size') from err
-    log('MAdds (M): ' + ', '.join(f'{n} {madds[n] / 1e6:.1f}' for n in names))
+    log(machine_line(env))
+    madds = measure_madds(request.names, img_size)
+    log('MAdds (M): ' + ', '.join(f'{n} {madds[n] / 1e6:.1f}' for n in request.names))
+    cells, foreign_share = time_cells(adapter, log)
+    env.update(adapter.environment(), loadavg_end=load_average(), foreign_cpu_share=foreign_share)
 
-    sessions, profiles, tmpdir = {}, {}, None
-    if runtime == 'onnxruntime':
-        import tempfile
-        from . import ort
-        tmpdir = tempfile.TemporaryDirectory(prefix='mf-bench-')
-        files = {}
-        for name in names:
-            t0 = time.perf_counter()
-            files[name] = ort.export_for_bench(name, Path(tmpdir.name), img_size)
-            log(f'  exported {name} in {time.perf_counter() - t0:.0f} s')
-        for batch_size in batch_sizes:
-            sessions[batch_size] = {}
-            for name in names:
-                optimized, rewritten = ort.optimize_for_batch(files[name], batch_size)
-                sessions[batch_size][name] = ort.make_session(optimized, threads)
-                if rewritten:
-                    log(f'  {name}, batch {batch_size}: {rewritten} dynamic ReLUs in the blocked layout')
-                if profile:
-                    rows, n_nodes = ort.profile_ops(optimized, batch_size, img_size, threads)
-                    profiles[f'{name} batch {batch_size}'] = dict(nodes=n_nodes, ops=rows)
-                    log(ort.format_profile(f'{name}, batch {batch_size}', rows, n_nodes))
-        env['onnxruntime'] = __import__('onnxruntime').__version__
-        env['ort_threads'] = threads or os.cpu_count()
-
-    load = ForeignLoad()
-    cells = []
-    try:
-        for i, (mode, batch_size) in enumerate(cells_todo):
-            log(f'[{i + 1}/{len(cells_todo)}] {mode}, batch {batch_size}')
-            cells.append(run_cell(names, mode, batch_size, rounds, round_time, img_size, log,
-                                  sessions.get(batch_size)))
-    finally:
-        if tmpdir is not None:
-            tmpdir.cleanup()
-    env['loadavg_end'] = os.getloadavg() if hasattr(os, 'getloadavg') else None
-    env['foreign_cpu_share'] = load.share()
-
-    rows = summarize(cells, variants, peers, madds)
-    log(format_table(rows, peers))
-    share = env['foreign_cpu_share']
-    if share is not None:
-        log(f'other processes used {share:.0%} of the CPUs during the run; load average {env["loadavg_end"]}')
+    rows = summarize(cells, request.variants, request.peers, madds)
+    log(format_table(rows, request.peers))
+    if foreign_share is not None:
+        log(f'other processes used {foreign_share:.0%} of the CPUs during the run; load average {env["loadavg_end"]}')
     report = dict(machine=env, settings=settings or {}, madds=madds, cells=[asdict(c) for c in cells], rows=rows)
-    if profiles:
-        report['profiles'] = profiles
-    chart_rows = [r for r in rows if r['mode'] == chart_mode and top1(r['model']) is not None]
-    with staged(out, 'dir', overwrite=overwrite) as tmp:
-        (tmp / 'bench.json').write_text(json.dumps(report, indent=1))
-        if chart_rows:
-            draw_chart(chart_rows, top1, env, tmp / 'bench.png')
-    log(f'wrote {out / "bench.json"}' + (f' and {out / "bench.png"}' if chart_rows else ''))
+    if adapter.profiles:
+        report['profiles'] = adapter.profiles
+    write_report(out, report, adapter.chart_mode(), overwrite, log)
     return report

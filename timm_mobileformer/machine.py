@@ -129,6 +129,6 @@ def describe(cpuinfo: Optional[str] = None) -> Dict[str, object]:
 def summary_line(record: Dict[str, object]) -> str:
     """One line for people, from a `describe()` record: CPU, extensions, native bf16, package version."""
     extensions = ', '.join(record['vector_extensions']) or 'unknown'
+    bf16 = 'yes' if record['native_bf16'] else 'no (emulated: bf16 runs slower than fp32)'
     return (f"{record['cpu']}, {record['logical_cpus']} logical CPUs; vector extensions: {extensions}; "
-            f"native bf16: {'yes' if record['native_bf16'] else 'no'}; "
-            f"timm-mobileformer {record['timm_mobileformer']}")
+            f"native bf16: {bf16}; timm-mobileformer {record['timm_mobileformer']}")

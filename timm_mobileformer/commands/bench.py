@@ -3,11 +3,8 @@ import argparse
 
 import torch
 
-from ..errors import MobileFormerError
-
-from ..bench import DEFAULT_MODES, DEFAULT_PEERS, MODES, RUNTIMES, benchmark, check_peers
+from ..bench import DEFAULT_MODES, DEFAULT_PEERS, MODES, RUNTIMES, benchmark
 from ..mobileformer import model_cfgs
-from ..outputs import check_output
 from ._common import add_img_size_argument, add_model_argument, add_output_argument, add_threads_argument, \
     model_names, positive_float, positive_int
 
@@ -40,10 +37,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    check_output(args.out, kind='dir', overwrite=args.overwrite)
-    check_peers(args.peers)
-    if args.profile and args.runtime != 'onnxruntime':
-        raise MobileFormerError('--profile needs --runtime onnxruntime')
+    """`benchmark` checks every argument (output folder, peers, runtime) before any work."""
     if args.threads:
         torch.set_num_threads(args.threads)
     variants = [n.partition('.')[0] for n in model_names(args.model, tuple(model_cfgs))]

@@ -1,11 +1,14 @@
-"""`timm-mobileformer info`: build variants and measure them live, beside the paper's numbers."""
+"""`timm-mobileformer info`: the machine (whether it computes bf16 natively), then variants built and measured
+live, beside the paper's numbers."""
 import argparse
 
 from ..info import VARIANTS, format_table, measure
+from ..machine import describe, summary_line
 from ._common import add_img_size_argument, add_model_argument, model_names
 
 COMMAND = 'info'
-HELP = 'Build Mobile-Former variants and print params, MAdds, output shape and feature strides.'
+HELP = ('Print the machine (CPU, vector extensions, native bf16, package version), then build Mobile-Former '
+        'variants and print params, MAdds, output shape and feature strides.')
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -14,6 +17,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    print(f'machine: {summary_line(describe())}', flush=True)
     rows = []
     for name in model_names(args.model, VARIANTS):
         print(f'measuring {name} ...', flush=True)

@@ -10,8 +10,8 @@
 Plain text scans of about a hundred files: milliseconds.
 """
 import re
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Dict, Iterator, List, Tuple
 
 import pytest
 
@@ -59,13 +59,13 @@ FENCED_BLOCK = re.compile(r'^```.*?^```', re.S | re.M)
 HEADING = re.compile(r'^#{1,6}\s+(.+?)\s*#*\s*$', re.M)
 
 
-def source_files() -> List[Path]:
+def source_files() -> list[Path]:
     """The Python files whose text is checked, this file excepted (it spells the patterns out)."""
     files = [path for folder in SOURCE_DIRS for path in sorted((ROOT / folder).rglob('*.py'))]
     return [path for path in files if path.resolve() != THIS_FILE]
 
 
-def diary_hits(text: str) -> Iterator[Tuple[int, str]]:
+def diary_hits(text: str) -> Iterator[tuple[int, str]]:
     """(line number, matched words) of every diary phrase in `text`."""
     text = '\n' + text  # a character before the first word, for the patterns' look-behinds; lines count from 1
     lower = text.lower()
@@ -80,9 +80,9 @@ def without_code_blocks(markdown: str) -> str:
     return FENCED_BLOCK.sub(lambda block: '\n' * block.group(0).count('\n'), markdown)
 
 
-def heading_anchors(markdown: str) -> set:
+def heading_anchors(markdown: str) -> set[str]:
     """The anchors GitHub gives the headings: lower case, punctuation dropped, spaces as '-', repeats numbered."""
-    seen: Dict[str, int] = {}
+    seen: dict[str, int] = {}
     anchors = set()
     for title in HEADING.findall(without_code_blocks(markdown)):
         slug = re.sub(r'[^\w\- ]', '', title.strip().lower()).replace(' ', '-')
@@ -91,7 +91,7 @@ def heading_anchors(markdown: str) -> set:
     return anchors
 
 
-def relative_links(document: Path) -> Iterator[Tuple[str, Path, str]]:
+def relative_links(document: Path) -> Iterator[tuple[str, Path, str]]:
     """(link as written, file it names, anchor) for each link of `document` that stays in the repository."""
     for target in MARKDOWN_LINK.findall(without_code_blocks(document.read_text())):
         if re.match(r'^[a-z][a-z0-9+.-]*:', target):  # https:, mailto:, ...
@@ -102,7 +102,7 @@ def relative_links(document: Path) -> Iterator[Tuple[str, Path, str]]:
 
 def test_readme_is_short():
     lines = (ROOT / 'README.md').read_text().count('\n')
-    assert lines <= README_MAX_LINES, f'README.md has {lines} lines; keep it to {README_MAX_LINES}, move the rest to docs/'
+    assert lines <= README_MAX_LINES, f'README.md has {lines} lines: keep {README_MAX_LINES} at most, the rest in docs/'
 
 
 def test_no_account_of_the_work():

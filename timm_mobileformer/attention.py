@@ -8,8 +8,8 @@ exit, so the model's forward is untouched and costs nothing extra when no one is
 `timm-mobileformer attention IMAGE --out FILE.png` draws those maps as a grid (one row per block, one
 column per token) overlaid on the image, in the spirit of the paper's Fig. 6.
 """
-import sys
 import textwrap
+import warnings
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from functools import partial
@@ -21,20 +21,22 @@ import torch.nn as nn
 import torch.nn.functional as F
 from PIL import Image, ImageDraw, ImageFont
 
-import timm
 from timm.data import create_transform, resolve_data_config
-from .errors import MobileFormerError
+from .errors import MobileFormerError, one_line
 from .hub import WeightsUnreachableError
-from .predict import labeller, read_image
-from .weights import create_from_checkpoint
+from .predict import labeller, load_model, read_image
 from .layers.fused import FusedFormerToMobile, FusedMobileToFormer
 from .mobileformer import FormerToMobile, MobileFormer, MobileFormerBlock, MobileToFormer
 
-__all__ = ['TokenAttention', 'record_attention', 'token_attention', 'render_attention_grid', 'GridLayout']
-
-DEFAULT_VARIANT = 'mobileformer_294m'
+__all__ = ['TokenAttention', 'record_attention', 'token_attention', 'render_attention_grid', 'GridLayout',
+           'RandomWeightsWarning']
 
 MERGE = 'merge'
+RANDOM_NOTE = 'RANDOM INIT, no trained weights: the maps show the untrained network, not learnt semantics'
+
+
+class RandomWeightsWarning(UserWarning):
+    """The Hub weights were unreachable, so the attention is drawn with random weights."""
 
 
 @dataclass
@@ -215,25 +217,25 @@ def render_attention_grid(
     return canvas
 
 
-def load_model(variant: Optional[str] = None, checkpoint: Optional[str] = None, random_init: bool = False,
-               use_ema: bool = True) -> Tuple[nn.Module, str]:
-    """The classifier in eval mode and a note on its weights: a local file, else the Hub, else random init.
+def load_with_note(variant: Optional[str] = None, checkpoint: Optional[str] = None, random_init: bool = False,
+                   use_ema: bool = True) -> Tuple[nn.Module, str]:
+    """`predict.load_model`'s classifier and a note on its weights for the title: a local file, else the Hub,
+    else random init.
 
-    Unreachable Hub weights fall back to random init with a warning, since the picture is still worth drawing;
-    the returned note says so, for the title.
+    Unreachable Hub weights fall back to random init with a `RandomWeightsWarning`, since the picture is still
+    worth drawing; the returned note says so.
     """
     if checkpoint:
-        return create_from_checkpoint(checkpoint, variant, use_ema), f'weights: {checkpoint}'
-    variant = variant or DEFAULT_VARIANT
-    random_note = 'RANDOM INIT, no trained weights: the maps show the untrained network, not learnt semantics'
-    cfg = timm.models.get_pretrained_cfg(variant)
-    if not random_init and cfg is not None and (cfg.hf_hub_id or cfg.url):
-        try:
-            return timm.create_model(variant, pretrained=True).eval(), f'weights: {cfg.hf_hub_id or cfg.url}'
-        except WeightsUnreachableError as err:
-            print(f'warning: {" ".join(str(err).split())} Drawing with random weights instead.', file=sys.stderr)
-            random_note = f'Hub weights unreachable, so {random_note}'
-    return timm.create_model(variant).eval(), random_note
+        return load_model(variant, checkpoint, use_ema), f'weights: {checkpoint}'
+    if random_init:
+        return load_model(variant, random_init=True), RANDOM_NOTE
+    try:
+        model = load_model(variant)
+    except WeightsUnreachableError as err:
+        warnings.warn(f'{one_line(err)} Drawing with random weights instead.', RandomWeightsWarning, stacklevel=2)
+        return load_model(variant, random_init=True), f'Hub weights unreachable, so {RANDOM_NOTE}'
+    cfg = model.pretrained_cfg
+    return model, f"weights: {cfg.get('hf_hub_id') or cfg.get('url')}"
 
 
 def prepare_image(model: nn.Module, path: str) -> Tuple[torch.Tensor, Image.Image]:
@@ -282,7 +284,7 @@ def draw_attention(
     if bridge not in ('m2f', 'f2m'):
         raise MobileFormerError(f"unknown bridge {bridge}: choose m2f or f2m")
     read_image(image_path)  # a bad image fails before the model is built
-    model, source = load_model(model_name, checkpoint, random_init, use_ema)
+    model, source = load_with_note(model_name, checkpoint, random_init, use_ema)
     rows = parse_blocks(blocks, model, bridge_keys(model, bridge))
     x, picture = prepare_image(model, image_path)
     with torch.inference_mode():

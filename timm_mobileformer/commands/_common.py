@@ -7,7 +7,9 @@ parsing, with one line.
 import argparse
 import math
 import sys
-from typing import Callable, Optional, Sequence
+import warnings
+from contextlib import contextmanager
+from typing import Callable, Iterator, Optional, Sequence, Type
 
 from ..errors import MobileFormerError, one_line
 
@@ -158,6 +160,23 @@ def add_img_size_argument(parser: argparse.ArgumentParser, default: Optional[int
 def add_threads_argument(parser: argparse.ArgumentParser) -> None:
     parser.add_argument('--threads', type=positive_int, default=None, metavar='N',
                         help="torch CPU threads (default: torch's choice)")
+
+
+@contextmanager
+def warnings_as_lines(category: Type[Warning]) -> Iterator[None]:
+    """Inside the block, every warning of `category` that library code gives is printed as one line on stderr,
+    `warning: <message>`; other warnings are shown as Python shows them."""
+    with warnings.catch_warnings():
+        warnings.simplefilter('always', category)
+        show = warnings.showwarning
+
+        def show_one_line(message, kind, filename, lineno, file=None, line=None) -> None:
+            if issubclass(kind, category):
+                sys.stderr.write(f'warning: {one_line(message)}\n')
+            else:
+                show(message, kind, filename, lineno, file, line)
+        warnings.showwarning = show_one_line
+        yield
 
 
 def checkpoint_file(path: str) -> str:

@@ -1,10 +1,12 @@
 """`timm-mobileformer attention`: draw the bridges' cross-attention over an image as a PNG grid."""
 import argparse
 
-from ..attention import DEFAULT_VARIANT, draw_attention, save_png
+from ..attention import RandomWeightsWarning, draw_attention, save_png
 from ..hub import WeightsUnreachableError
 from ..outputs import check_output, staged
-from ._common import add_checkpoint_argument, add_model_argument, add_output_argument, checkpoint_file, int_in
+from ..predict import DEFAULT_VARIANT
+from ._common import add_checkpoint_argument, add_model_argument, add_output_argument, checkpoint_file, int_in, \
+    warnings_as_lines
 
 COMMAND = 'attention'
 HELP = 'Draw the cross-attention of every global token over an image, one row per block, one column per token.'
@@ -31,8 +33,9 @@ def run(args: argparse.Namespace) -> int:
     out = check_output(args.out, suffixes=('.png',), inputs=[args.image, args.checkpoint], overwrite=args.overwrite)
     checkpoint = checkpoint_file(args.checkpoint) if args.checkpoint else None
     try:
-        grid, title, rows = draw_attention(args.image, args.model, checkpoint, args.random_init, args.blocks,
-                                           args.bridge, args.per_head, args.cell_size, args.use_ema)
+        with warnings_as_lines(RandomWeightsWarning):
+            grid, title, rows = draw_attention(args.image, args.model, checkpoint, args.random_init, args.blocks,
+                                               args.bridge, args.per_head, args.cell_size, args.use_ema)
     except WeightsUnreachableError as err:  # only when the fallback itself failed
         raise type(err)(err.cli_message('--checkpoint FILE', 'pass --random-init'), err.variant, err.repo_id,
                         err.reason) from None

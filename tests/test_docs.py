@@ -2,7 +2,7 @@
 
 - README.md stays short: at most README_MAX_LINES lines.
 - README.md, RELEASING.md, docs/*.md and the Python sources (docstrings, comments and messages alike) of the
-  package, benchmarks, examples and tests hold no account of how the work was done: none of DIARY_PATTERNS.
+  package, benchmarks, examples, tests and hubconf.py hold no account of how the work was done: none of DIARY_PATTERNS.
   History belongs in git; a figure belongs in the docs with its CPU and the command that made it.
 - Every relative link in README.md and docs/*.md names a file in the repository, every #anchor a heading of its
   Markdown file, and every `<!-- results: PATH -->` comment a results file kept in the repository.
@@ -61,7 +61,7 @@ HEADING = re.compile(r'^#{1,6}\s+(.+?)\s*#*\s*$', re.M)
 
 def source_files() -> list[Path]:
     """The Python files whose text is checked, this file excepted (it spells the patterns out)."""
-    files = [path for folder in SOURCE_DIRS for path in sorted((ROOT / folder).rglob('*.py'))]
+    files = [ROOT / 'hubconf.py'] + [path for folder in SOURCE_DIRS for path in sorted((ROOT / folder).rglob('*.py'))]
     return [path for path in files if path.resolve() != THIS_FILE]
 
 

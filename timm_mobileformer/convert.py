@@ -1,10 +1,12 @@
 """`timm-mobileformer convert`: an authors' checkpoint in, a Hub-ready folder out.
 
 The folder holds `model.safetensors`, the `config.json` timm's `save_for_hf` writes (so `hf-hub:` and
-`local-dir:` load it) and a `README.md` model card. The authors' files are pickles: they are only ever read
-with `torch.load(weights_only=True)`. Every bad input ends in a `ConvertError` whose one-line message says
+`local-dir:` load it; less what transformers' timm wrapper passes itself, so transformers loads it too) and a
+`README.md` model card. The authors' files are pickles: they are only ever read with
+`torch.load(weights_only=True)`. Every bad input ends in a `ConvertError` whose one-line message says
 what to do; the command prints it and exits non-zero.
 """
+import json
 from pathlib import Path
 from typing import Any, Callable, Dict, Optional, Union
 
@@ -33,6 +35,12 @@ CITATION = """@inproceedings{chen2022mobileformer,
   booktitle={Proceedings of the IEEE/CVF Conference on Computer Vision and Pattern Recognition (CVPR)},
   year={2022}
 }"""
+
+
+# What transformers' timm wrapper (TimmWrapperModel, TimmWrapperForImageClassification) passes to
+# timm.create_model itself: in config.json's model_args too, it reaches the call twice (a TypeError). timm
+# needs none of them there: it takes num_classes from the config's root.
+WRAPPER_OWN_ARGS = ('num_classes',)
 
 
 class ConvertError(MobileFormerError, ValueError):
@@ -81,8 +89,8 @@ def model_card(model: MobileFormer, repo_id: Optional[str] = None) -> str:
     params_m, madds_m, top1 = paper_results[variant]
     size = model.pretrained_cfg['input_size'][-1]
     header = ModelCardData(
-        tags=['image-classification', 'timm', 'mobileformer'], pipeline_tag='image-classification',
-        library_name='timm', license=WEIGHTS_LICENSE, datasets=['imagenet-1k'],
+        tags=['image-classification', 'timm', 'transformers', 'mobileformer'],
+        pipeline_tag='image-classification', library_name='timm', license=WEIGHTS_LICENSE, datasets=['imagenet-1k'],
     )
     details = {
         'Model Type': 'Image classification / feature backbone',
@@ -159,6 +167,16 @@ embedding = model(transform(img).unsqueeze(0))  # (1, {model.head_hidden_size}) 
 # or unpooled: model.forward_features(x) -> (1, {model.num_features}, {pool[0]}, {pool[1]}),
 # then model.forward_head(features, pre_logits=True) -> (1, {model.head_hidden_size})
 ```
+
+### With Transformers
+transformers' timm wrapper loads this repo once timm knows Mobile-Former:
+```python
+import timm_mobileformer  # noqa: F401  (registers Mobile-Former with timm, which transformers builds on)
+from transformers import pipeline
+top5 = pipeline('image-classification', model='{repo_id}')(img)  # [{{'label': <ImageNet name>, 'score': ...}}, ...]
+```
+`AutoModelForImageClassification.from_pretrained('{repo_id}')` gives timm's logits, `AutoModel` its pooled
+embedding.
 """
 
 
@@ -192,11 +210,23 @@ def verify_folder(model: MobileFormer, folder: Path) -> float:
 
 
 def write_folder(model: MobileFormer, folder: Path, repo_id: Optional[str] = None) -> None:
-    """model.safetensors + config.json (timm's save_for_hf, safetensors only) + README.md."""
+    """model.safetensors + config.json (timm's save_for_hf, safetensors only, less WRAPPER_OWN_ARGS) + README.md."""
     # pin the weights file, so `hf-hub:` loads safetensors and never falls back to a pickle
     save_for_hf(model, folder, safe_serialization=True,
                 model_config=dict(pretrained_cfg=dict(hf_hub_filename=WEIGHTS_FILENAME)))
+    leave_out_wrapper_args(folder / 'config.json')
     (folder / 'README.md').write_text(model_card(model, repo_id), encoding='utf-8')
+
+
+def leave_out_wrapper_args(config_path: Path) -> None:
+    """Drop WRAPPER_OWN_ARGS from a timm config.json's model_args, so timm and transformers both load it."""
+    config = json.loads(config_path.read_text(encoding='utf-8'))
+    model_args = config.get('model_args', {})
+    for key in WRAPPER_OWN_ARGS:
+        model_args.pop(key, None)
+    if not model_args:
+        config.pop('model_args', None)
+    config_path.write_text(json.dumps(config, indent=2), encoding='utf-8')
 
 
 def _make_readable(folder: Path) -> None:

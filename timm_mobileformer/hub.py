@@ -22,7 +22,7 @@ from huggingface_hub.errors import EntryNotFoundError, HfHubHTTPError
 from safetensors import SafetensorError
 from timm.models import resolve_pretrained_cfg
 
-from .errors import CheckpointError, MobileFormerError
+from .errors import CheckpointError, MobileFormerError, one_line
 
 # The one place the Hub organisation is chosen (documented in RELEASING.md).
 HUB_ORG = 'timm-mobileformer'
@@ -160,7 +160,7 @@ def explain_unreachable_weights(
     except SafetensorError as err:  # a damaged file in the Hub cache: say which, and how to get a fresh one
         cached = try_to_load_from_cache(repo_id, WEIGHTS_FILENAME) if repo_id else None
         where = cached if isinstance(cached, str) else f'the Hub cache of {repo_id}'
-        raise CheckpointError(f'{where}: not a readable safetensors file ({" ".join(str(err).split())}): the '
+        raise CheckpointError(f'{where}: not a readable safetensors file ({one_line(err)}): the '
                               f'download is truncated or corrupt; delete it (hf cache delete) and load again') from None
     except (EntryNotFoundError, HfHubHTTPError, ConnectionError, OSError) as err:
         if not _is_hub_error(err):

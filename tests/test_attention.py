@@ -117,7 +117,7 @@ def test_cli_names_the_valid_blocks(image_file, tmp_path):
     assert not any(tmp_path.iterdir())
 
 
-def test_unreachable_hub_weights_fall_back_to_random_init(monkeypatch, capsys):
+def test_unreachable_hub_weights_fall_back_to_random_init(monkeypatch, image_file, tmp_path, capsys):
     create = timm.create_model
 
     def offline(name, pretrained=False, **kwargs):
@@ -125,10 +125,13 @@ def test_unreachable_hub_weights_fall_back_to_random_init(monkeypatch, capsys):
             raise WeightsUnreachableError('offline')
         return create(name, **kwargs)
 
-    monkeypatch.setattr(attention_module.timm, 'create_model', offline)
-    _, note = attention_module.load_model('mobileformer_26m')
+    monkeypatch.setattr(timm, 'create_model', offline)
+    with pytest.warns(attention_module.RandomWeightsWarning, match='offline'):
+        _, note = attention_module.load_with_note('mobileformer_26m')
     assert 'RANDOM INIT' in note and 'unreachable' in note
-    assert 'offline' in capsys.readouterr().err
+    assert main(['attention', image_file, '--model', '26m', '--blocks', 'merge', '--cell-size', '16', '--out',
+                 str(tmp_path / 'grid.png')]) == 0
+    assert 'warning: offline Drawing with random weights instead.' in capsys.readouterr().err.splitlines()
 
 
 def test_records_inside_a_features_only_model():

@@ -1,10 +1,10 @@
-"""What each part of the runtime form costs in ONNX Runtime: parts replaced by an identity, exported again.
+"""What each part of the ONNX Runtime form (deploy/ort_form.py) costs: parts replaced by an identity, exported again.
 
     python benchmarks/ort_ablation.py --model 294m --peer mobilenetv3_large_100 --rounds 12
 
 Every file is exported like `bench --runtime onnxruntime` exports (size fixed), optimized by ORT with each batch
 size fixed (`ort.optimize_for_batch`: for Mobile-Former the dynamic ReLUs go into ORT's blocked layout), and run
-in its own session (ort.py's options), timed by `timm-mobileformer bench`'s own alternating rounds
+in its own session (deploy/ort.py's options), timed by `timm-mobileformer bench`'s own alternating rounds
 (`bench.run_cell`, rounds of about 0.3 s); the median round is reported. The removed parts change the output,
 so only the speeds mean anything. Used for the table "Which parts cost what" in docs/deploy.md.
 """
@@ -19,9 +19,9 @@ import timm
 
 import timm_mobileformer  # noqa: F401  (registers the models)
 from timm_mobileformer.bench import run_cell
-from timm_mobileformer.export import export_onnx
-from timm_mobileformer.layers import deploy
-from timm_mobileformer.ort import export_for_bench, make_session, optimize_for_batch
+from timm_mobileformer.deploy import ort_form
+from timm_mobileformer.deploy.onnx import export_for_bench, export_onnx
+from timm_mobileformer.deploy.ort import make_call, make_session, optimize_for_batch
 
 
 def tokens_unread(self, x, tokens):
@@ -35,9 +35,10 @@ def tokens_unread(self, x, tokens):
 
 ABLATIONS = {
     'as shipped': {},
-    'without the dynamic ReLUs': {'dyrelu': lambda x, k: x},
-    'without Former→Mobile': {'PixelsReadTokens.forward': lambda self, x, tokens: x},
-    'without Mobile→Former and the Former': {'Bridge.forward': tokens_unread, 'Former.forward': lambda self, t: t},
+    'without the dynamic ReLUs': {'dynamic_relu': lambda x, k: x},
+    'without Former→Mobile': {'OrtFormerToMobile.forward': lambda self, x, tokens: x},
+    'without Mobile→Former and the Former': {'OrtMobileToFormer.forward': tokens_unread,
+                                             'OrtFormer.forward': lambda self, t: t},
 }
 ABLATIONS['convs and head only'] = {k: v for a in list(ABLATIONS.values())[1:] for k, v in a.items()}
 
@@ -46,7 +47,7 @@ def export_ablated(model, path: Path, patches: dict) -> Path:
     with contextlib.ExitStack() as stack:
         for name, value in patches.items():
             owner, _, attr = name.rpartition('.')
-            stack.enter_context(mock.patch.object(getattr(deploy, owner) if owner else deploy, attr, value))
+            stack.enter_context(mock.patch.object(getattr(ort_form, owner) if owner else ort_form, attr, value))
         export_onnx(model, path, fixed_size=True)
     return path
 
@@ -67,7 +68,8 @@ def main() -> None:
         for batch_size in args.batch_sizes:
             sessions = {name: make_session(optimize_for_batch(path, batch_size)[0], args.threads)
                         for name, path in paths.items()}
-            cell = run_cell(list(sessions), 'onnxruntime', batch_size, args.rounds, 0.3, 224, lambda m: None, sessions)
+            cell = run_cell(list(sessions), 'onnxruntime', batch_size, args.rounds, 0.3, lambda m: None,
+                            lambda name: make_call(sessions[name], batch_size, 224))
             for name, speeds in cell.rounds.items():
                 print(f'batch {batch_size:3d}  {name:40s} {1e3 / statistics.median(speeds):7.2f} ms per image')
 

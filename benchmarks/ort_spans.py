@@ -5,7 +5,7 @@
 The variant is exported like `bench --runtime onnxruntime` exports it (size fixed) and optimized by ORT with the
 batch fixed (`ort.optimize_for_batch`). Each prefix of that graph, cut after a `ReorderOutput` (about one
 Mobile-Former block apart) and after the last node, keeps every tensor a later node reads as an output, so
-nothing in it is dead. The prefixes run in their own sessions (ort.py's options), alternating, 20 calls a
+nothing in it is dead. The prefixes run in their own sessions (deploy/ort.py's options), alternating, 20 calls a
 round; per prefix the 10th percentile and the median of all its calls are printed, and the span between one
 cut and the next as the difference of the 10th percentiles. Used for "Where the time goes, span by span" in
 docs/deploy.md.
@@ -19,7 +19,8 @@ from typing import List, Optional
 import numpy as np
 
 import timm_mobileformer  # noqa: F401  (registers the models)
-from timm_mobileformer.ort import export_for_bench, make_session, optimize_for_batch
+from timm_mobileformer.deploy.onnx import export_for_bench
+from timm_mobileformer.deploy.ort import make_session, optimize_for_batch
 
 CALLS_PER_ROUND = 20
 

@@ -1,29 +1,22 @@
-"""Exported Mobile-Former computes what PyTorch computes: the torch.export program of the inference form, with
-the batch and image size left dynamic, for all seven variants. ONNX files (the runtime form of
-layers/deploy.py) are checked in ONNX Runtime by tests/test_deploy.py."""
+"""Exported Mobile-Former computes what PyTorch computes: the inference form the torch.export program is made
+from, for all seven variants in PyTorch; the program itself, with the batch and image size left dynamic, for
+26m (channel shuffles; through `timm-mobileformer export --out m.pt2`) and 294m, each exported once. ONNX files
+(the ONNX Runtime form of deploy/ort_form.py) are checked in ONNX Runtime by tests/test_deploy.py."""
+import re
+
 import pytest
-import timm
 import torch
 
-from timm_mobileformer.export import export_program, inference_form
+from deploy_util import randomized_model, rel
+from timm_mobileformer.deploy import export_program, inference_form
 from timm_mobileformer.mobileformer import model_cfgs
 
-VARIANTS = [v[len('mobileformer_'):] for v in model_cfgs]
+VARIANTS = list(model_cfgs)
 # other batch sizes, sizes and aspect ratios than the example input the graph was traced with
 SHAPES = ((1, 3, 64, 64), (3, 3, 96, 128))
 
 
-def create(variant: str) -> torch.nn.Module:
-    torch.manual_seed(0)
-    return timm.create_model(f'mobileformer_{variant}').eval()
-
-
-def rel(out: torch.Tensor, ref: torch.Tensor) -> float:
-    return float((out - ref).abs().max() / ref.abs().max())
-
-
-def check_program(program: torch.export.ExportedProgram, model: torch.nn.Module) -> None:
-    module = program.module()
+def check_module(module: torch.nn.Module, model: torch.nn.Module) -> None:
     with torch.no_grad():
         for shape in SHAPES:
             x = torch.randn(*shape)
@@ -31,32 +24,41 @@ def check_program(program: torch.export.ExportedProgram, model: torch.nn.Module)
 
 
 @pytest.mark.parametrize('variant', VARIANTS)
-def test_torch_export(variant):
+def test_inference_form_matches(variant):
+    """The form every torch.export program starts from (folded BatchNorms, scales, hard sigmoids), in PyTorch."""
+    model = randomized_model(variant)
+    check_module(inference_form(model), model)
+
+
+def test_torch_export_of_a_large_variant():
     """torch.export of the inference form (what `export --out m.pt2` writes), dynamic batch and size."""
-    model = create(variant)
-    check_program(export_program(model, img_size=64), model)
+    model = randomized_model('mobileformer_294m')
+    check_module(export_program(model, img_size=64).module(), model)
 
 
 def test_inference_form_leaves_the_model_alone():
-    model = create('26m').train()
+    model = randomized_model('mobileformer_26m').train()
     fused = inference_form(model)
     assert model.training and any(isinstance(m, torch.nn.BatchNorm2d) for m in model.modules())
     assert not fused.training and not any(isinstance(m, torch.nn.BatchNorm2d) for m in fused.modules())
 
 
 def test_export_command_writes_a_loadable_program(tmp_path):
-    """`export 26m --out m.pt2`: a torch.export program that loads and runs at another batch and size,
-    and no partial file left behind."""
-    from timm_mobileformer.cli import main
-    path = tmp_path / 'm.pt2'
-    torch.manual_seed(0)  # the same weights as create('26m')
-    assert main(['export', '--model', '26m', '--out', str(path), '--img-size', '64']) == 0
-    assert sorted(p.name for p in tmp_path.iterdir()) == ['m.pt2']
-    module = torch.export.load(str(path)).module()
-    model = create('26m')
-    x = torch.randn(1, 3, 96, 80)
-    with torch.no_grad():
-        assert rel(module(x), model(x)) < 1e-5
+    """`export --checkpoint W --out m.pt2`: the command loads the written torch.export program back and runs it at
+    batch 1 and at batch 3 of another size (`deploy.export.check_program`), where it matches PyTorch, and leaves
+    no partial file behind."""
+    from cli_util import run_cli
+    model = randomized_model('mobileformer_26m')
+    checkpoint = tmp_path / 'weights' / 'model.pth'
+    checkpoint.parent.mkdir()
+    torch.save(model.state_dict(), checkpoint)
+    path = tmp_path / 'out' / 'm.pt2'
+    run = run_cli(['export', '--checkpoint', str(checkpoint), '--out', str(path), '--img-size', '64'])
+    assert run.code == 0, run.err
+    assert sorted(p.name for p in path.parent.iterdir()) == ['m.pt2']
+    checks = dict(re.findall(r'\((\d+, 3, \d+, \d+)\): (\S+?)(?:,|$)', run.out, re.MULTILINE))
+    assert set(checks) == {'1, 3, 64, 64', '3, 3, 160, 224'}, run.out
+    assert all(float(diff) < 1e-5 for diff in checks.values()), checks
 
 
 def test_export_command_rejects_an_unknown_format(tmp_path):

@@ -5,7 +5,8 @@ from pathlib import Path
 import timm
 
 from ..errors import MobileFormerError
-from ..export import FORMATS, MAX_SIZE, MIN_SIZE, check_export_format, export_to
+from ..deploy.export import FORMATS, check_export_format, export_to
+from ..deploy.program import MAX_SIZE, MIN_SIZE
 from ..hub import WeightsUnreachableError
 from ..outputs import check_output
 from ..weights import create_from_checkpoint
@@ -28,7 +29,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument('--no-ema', dest='use_ema', action='store_false',
                         help='with a checkpoint that holds EMA weights, export the plain weights instead '
                              '(default: the EMA weights, as timm does)')
-    add_img_size_argument(parser, 224, 'side of the example input (the graph takes any side in range)', MIN_SIZE, MAX_SIZE)
+    add_img_size_argument(parser, 224, 'side of the example input (the graph takes any side in range)', MIN_SIZE,
+                          MAX_SIZE)
     parser.add_argument('--opset', type=int_in(7, 30, 'an ONNX opset'), default=None, metavar='N',
                         help='ONNX opset (default: 23, where the Former\'s attention is one Attention node; '
                              'lower opsets export it as plain ops)')

@@ -1,6 +1,10 @@
 """Rewrites of ONNX Runtime's own optimized graph, batch fixed (`optimize`): the dynamic ReLU in ORT's blocked
 layout, identity skips added there, reshapes that undo reshapes dropped, attention on token matrices.
 
+The dynamic ReLU sites are the pattern `ort_form.dynamic_relu` emits, Max(Mul(x, k1), Mul(x, k2))
+(`dynamic_relu_muls`, also what tests count in an exported file), with the slopes that `ort_form`'s
+`OrtDynamicReLUSlopes` reshapes from one Split per fc2 Gemm.
+
 ONNX Runtime (CPU) runs convs in its blocked NCHWc layout, but a `Mul` by a per-sample channel vector only in
 plain NCHW, so ORT's optimized graph computes each dynamic ReLU max(k1 x, k2 x) as
 ReorderOutput, Mul, Mul, Max, ReorderInput: five passes over the map, two of them layout changes.
@@ -16,7 +20,7 @@ form pads every dynamic ReLU's channels to whole blocks, so ORT pads none). The 
 fixed (`pin_batch`); height and width stay free. The slopes are read as the (N, C) matrices they were
 reshaped from; at batch 1 their (1, S) source (both ReLUs' slopes where a block has one fc2 Gemm) is reshaped
 once to (S, 1, 1, 1) and split there (one Reshape, not one per slope). A site that does not match the pattern
-exactly (channels ORT would pad included) is left as it is, and `export.save_optimized` checks the rewritten
+exactly (channels ORT would pad included) is left as it is, and `ort.save_optimized` checks the rewritten
 file against the ONNX file it came from.
 
 `fuse_skip_adds` moves each block's identity skip into the blocked layout too: ORT adds a conv's output to
@@ -28,7 +32,7 @@ reads the map in the head-split shape that Former→Mobile wrote it in; ORT keep
 between them has other readers). `attention_on_tokens` gives each Former's `Attention` its (B, tokens, dim)
 inputs with `q_num_heads` instead of head-split (B, heads, tokens, dim) ones: no Transposes around it.
 """
-from typing import Dict, List, Optional
+from typing import Dict, List, Optional, Tuple
 
 import numpy as np
 
@@ -124,6 +128,23 @@ def _halves(k1: str, k2: str, channels: int, producer: Dict, consumers: Dict, ra
     return split, index
 
 
+def dynamic_relu_muls(node, producer: Dict) -> Optional[Tuple]:
+    """(Mul(x, k1), Mul(x, k2)) if `node` is a dynamic ReLU as the runtime form emits it, Max of those two Muls
+    of one x; else None."""
+    if node.op_type != 'Max' or node.domain or len(node.input) != 2:
+        return None
+    m1, m2 = producer.get(node.input[0]), producer.get(node.input[1])
+    if not (m1 and m2 and m1.op_type == m2.op_type == 'Mul' and m1.input[0] == m2.input[0]):
+        return None
+    return m1, m2
+
+
+def count_dynamic_relus(model: 'onnx.ModelProto') -> int:
+    """How many dynamic ReLUs (`dynamic_relu_muls`) the graph of `model` holds."""
+    producer, _ = _edges(model.graph.node)
+    return sum(dynamic_relu_muls(node, producer) is not None for node in model.graph.node)
+
+
 def rewrite_dynamic_relus(model: 'onnx.ModelProto') -> int:
     """Rewrite the dynamic ReLUs of ORT's optimized graph `model` (batch fixed) into NCHWc depthwise convs, in
     place; returns how many were rewritten."""
@@ -140,11 +161,10 @@ def rewrite_dynamic_relus(model: 'onnx.ModelProto') -> int:
 
     replaced, inserted, weights_of = set(), {}, {}
     for mx in nodes:
-        if mx.op_type != 'Max' or mx.domain or len(mx.input) != 2:
+        muls = dynamic_relu_muls(mx, producer)
+        if muls is None:
             continue
-        m1, m2 = producer.get(mx.input[0]), producer.get(mx.input[1])
-        if not (m1 and m2 and m1.op_type == m2.op_type == 'Mul' and m1.input[0] == m2.input[0]):
-            continue
+        m1, m2 = muls
         x = m1.input[0]
         source, after = producer.get(x), consumers.get(mx.output[0], [])
         if source is None or len(consumers[x]) != 2 or len(after) != 1 or after[0].op_type != 'ReorderInput':

@@ -168,7 +168,7 @@ def cpu_layouts(model: nn.Module, token_parts: Iterable[nn.Module], channels_las
     """Store weights where eager CPU kernels read them fastest; values are unchanged.
 
     The linears in `token_parts` see a handful of rows per image: a gemm on (in, out)-major weights runs
-    them about a third faster than on the usual (out, in) layout. With `channels_last` the conv weights are
+    them faster than on the usual (out, in) layout. With `channels_last` the conv weights are
     stored channels_last, so the network runs channels_last (the faster layout for CPU convolutions) even
     on NCHW input.
     """

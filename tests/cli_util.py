@@ -1,52 +1,62 @@
-"""Running `timm-mobileformer` in-process and reading its one-line error."""
-from typing import List, Tuple
+"""Running `timm-mobileformer` in-process, reading its one-line error, and checking what it left on disk."""
+import hashlib
+import io
+import os
+from contextlib import redirect_stderr, redirect_stdout
+from pathlib import Path
+from typing import Dict, List, NamedTuple
 
-import pytest
-
-from timm_mobileformer.cli import main
+from timm_mobileformer.cli import COMMANDS, main
 
 PROG = 'timm-mobileformer'
+WARNING = 'warning: '
 
 
-def run_cli(argv: List[str], capsys: pytest.CaptureFixture) -> Tuple[int, str, str]:
-    """(exit code, stdout, stderr) of the CLI run in this process; a usage error's SystemExit is caught."""
-    capsys.readouterr()
-    try:
-        code = main(argv)
-    except SystemExit as exc:
-        code = exc.code
-    out, err = capsys.readouterr()
-    return code, out, err
+class CliRun(NamedTuple):
+    code: int
+    out: str
+    err: str
 
 
-def cli_error(argv: List[str], capsys: pytest.CaptureFixture, code: int = 1) -> str:
-    """The CLI's one error line for argv, after checking its form: exactly one non-empty stderr line,
-    `timm-mobileformer <command>: error: ...`, no traceback, the expected exit code."""
-    got, _, err = run_cli(argv, capsys)
-    lines = [line for line in err.splitlines() if line.strip() and not line.startswith('warning: ')]
-    command = next(a for a in argv if not a.startswith('-'))
-    assert 'Traceback' not in err, err
-    assert len(lines) == 1, err
-    assert lines[0].startswith(f'{PROG} {command}: error: '), err
-    assert got == code, (got, err)
-    return lines[0]
-
-
-def error_line(argv: List[str], code: int = 1) -> str:
-    """cli_error without capsys: the message after `timm-mobileformer <command>: error: `."""
-    import contextlib
-    import io
-    err = io.StringIO()
-    with contextlib.redirect_stderr(err):
+def run_cli(argv: List[str]) -> CliRun:
+    """The CLI run in this process: its exit code (a usage error's SystemExit caught), stdout and stderr."""
+    out, err = io.StringIO(), io.StringIO()
+    with redirect_stdout(out), redirect_stderr(err):
         try:
-            got = main(argv)
+            code = main(argv)
         except SystemExit as exc:
-            got = exc.code
-    text = err.getvalue()
-    lines = [line for line in text.splitlines() if line.strip() and not line.startswith('warning: ')]
+            code = exc.code
+    return CliRun(code, out.getvalue(), err.getvalue())
+
+
+def error_prefix(argv: List[str]) -> str:
+    """`timm-mobileformer <command>: error: `, or `timm-mobileformer: error: ` when there is no such command."""
     command = next(a for a in argv if not a.startswith('-'))
-    assert 'Traceback' not in text and len(lines) == 1, text
-    prefix = f'{PROG} {command}: error: '
-    assert lines[0].startswith(prefix), text
-    assert got == code, (got, text)
+    return f'{PROG} {command}: error: ' if command in {m.COMMAND for m in COMMANDS} else f'{PROG}: error: '
+
+
+def error_line(argv: List[str], code: int = 1, allow_warnings: bool = True) -> str:
+    """The message of the CLI's one error line for argv (after `timm-mobileformer <command>: error: `), once its
+    form is checked: the expected exit code, exactly one non-empty stderr line (besides `warning: ` lines when
+    allowed), the prefix, no traceback, and no advice to unpickle with weights_only=False."""
+    run = run_cli(argv)
+    lines = [line for line in run.err.splitlines()
+             if line.strip() and not (allow_warnings and line.startswith(WARNING))]
+    prefix = error_prefix(argv)
+    assert 'Traceback' not in run.err and 'weights_only=False' not in run.err, run.err
+    assert len(lines) == 1 and lines[0].startswith(prefix), run.err
+    assert run.code == code, (run.code, run.err)
     return lines[0][len(prefix):]
+
+
+def folder_state(*roots: Path) -> Dict[str, str]:
+    """Every file, folder and link under the roots (hidden ones too): path → sha256 of its bytes, 'dir' or the
+    link's target; equal before and after a command when it changed, added and left nothing there."""
+    found = {}
+    for root in roots:
+        for path in sorted(root.rglob('*')):
+            if path.is_symlink():
+                found[str(path)] = 'link ' + os.readlink(path)
+            else:
+                found[str(path)] = 'dir' if path.is_dir() else hashlib.sha256(path.read_bytes()).hexdigest()
+    return found

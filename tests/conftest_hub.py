@@ -1,4 +1,4 @@
-"""An emulated Hugging Face Hub for the pretrained-weights tests (a pytest plugin: `pytest_plugins = ('conftest_hub',)`).
+"""An emulated Hugging Face Hub for the pretrained-weights tests (a pytest plugin that tests/conftest.py loads).
 
 The authors' checkpoints are rebuilt from seeded weights (golden variants carry the authors' BatchNorm
 statistics and logits), converted with the project's own `convert`, and installed in a private HF cache as
@@ -105,14 +105,16 @@ def empty_offline_hub(tmp_path, monkeypatch) -> Path:
 
 @pytest.fixture(scope='session')
 def timm_tests() -> ModuleType:
-    """timm's own tests/test_models.py (placed by tests/fetch_timm_tests.py), loaded as a private module.
+    """timm's own tests/test_models.py (placed by tests/fetch_timm_tests.py), loaded as a private module, for
+    the tests timm runs only on its own models and for its pretrained tests.
 
     timm defines its pretrained tests only off GitHub Actions, where they would need the network; here the
     Hub is emulated, so the module is loaded with GITHUB_ACTIONS unset.
     """
     if not TIMM_TESTS.exists():
-        pytest.skip(f'{TIMM_TESTS} is missing: run python tests/fetch_timm_tests.py')
-    spec = importlib.util.spec_from_file_location('timm_test_models_for_hub', TIMM_TESTS)
+        pytest.fail(f'{TIMM_TESTS} is missing: run `python tests/fetch_timm_tests.py` first (it needs the package '
+                    f'registry)')
+    spec = importlib.util.spec_from_file_location('timm_test_models', TIMM_TESTS)
     module = importlib.util.module_from_spec(spec)
     with mock.patch.dict(os.environ):
         os.environ.pop('GITHUB_ACTIONS', None)

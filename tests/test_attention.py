@@ -9,7 +9,7 @@ from PIL import Image, ImageDraw
 import timm
 from timm_mobileformer import attention as attention_module
 from timm_mobileformer.attention import GridLayout, default_blocks, record_attention, token_attention
-from cli_util import error_line
+from cli_util import error_line, run_cli
 from timm_mobileformer.cli import main
 from timm_mobileformer.hub import WeightsUnreachableError
 from timm_mobileformer.mobileformer import MobileFormer, MobileFormerBlock, model_cfgs
@@ -108,6 +108,24 @@ def test_cli_writes_a_grid_of_the_expected_size(image_file, tmp_path, extra, col
     assert main(argv) == 0
     with Image.open(out) as grid:
         assert grid.size == GridLayout(cell=64).size(len(blocks), cols)
+
+
+def test_cli_takes_the_variant_from_the_checkpoint(user_files, tmp_path):
+    run = run_cli(['attention', str(user_files['png']), '--checkpoint', str(user_files['mf26']), '--cell-size', '16',
+                   '--out', str(tmp_path / 'grid.png')])
+    assert run.code == 0, run.err
+    assert 'mobileformer_26m: top-1' in run.out and [p.name for p in tmp_path.iterdir()] == ['grid.png']
+
+
+def test_cli_overwrite_replaces_an_existing_png_and_nothing_else(user_files, tmp_path):
+    out = tmp_path / 'grid.png'
+    out.write_bytes(b'old')
+    run = run_cli(['attention', str(user_files['png']), '--random-init', '--model', '26m', '--cell-size', '16',
+                   '--blocks', 'merge', '--out', str(out), '--overwrite'])
+    assert run.code == 0, run.err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ['grid.png']
+    with Image.open(out) as grid:
+        assert grid.format == 'PNG'
 
 
 def test_cli_names_the_valid_blocks(image_file, tmp_path):

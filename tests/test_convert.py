@@ -14,11 +14,10 @@ from timm.models import save_for_hf
 
 from cli_util import error_line
 from timm_mobileformer.cli import main
-from timm_mobileformer.convert import ConvertError, convert
+from timm_mobileformer.convert import convert
 from timm_mobileformer.errors import CheckpointError
 from timm_mobileformer.mobileformer import checkpoint_filter_fn, model_cfgs
 
-pytest_plugins = ('conftest_hub',)  # authors_files, converted, empty_offline_hub
 pytestmark = pytest.mark.usefixtures('single_thread')
 
 VARIANTS = tuple(model_cfgs)
@@ -135,6 +134,15 @@ def test_existing_folder_is_not_overwritten(authors_files, tmp_path):
     assert [p.name for p in (tmp_path / 'out').iterdir()] == ['keep.txt']
 
 
+def test_overwrite_replaces_the_folder_and_keeps_nothing_else(authors_files, tmp_path):
+    out = tmp_path / 'out'
+    out.mkdir()
+    (out / 'stale.txt').write_text('old')
+    assert main(['convert', str(authors_files['mobileformer_26m']), '--out', str(out), '--overwrite']) == 0
+    assert sorted(p.name for p in out.iterdir()) == ['README.md', 'config.json', 'model.safetensors']
+    assert [p.name for p in tmp_path.iterdir()] == ['out']
+
+
 def test_checkpoint_that_fails_the_logit_check_leaves_nothing(authors_files, tmp_path):
     state_dict = torch.load(authors_files['mobileformer_26m'], weights_only=True)['state_dict']
     key = next(k for k in state_dict if k.endswith('running_var'))
@@ -149,9 +157,11 @@ def test_cli_error_has_no_traceback(authors_files, tmp_path):
     """What a user sees from the real command: one line on stderr, exit status 1."""
     path = corrupt_inputs(authors_files['mobileformer_52m'], tmp_path)['truncated'][0]
     result = subprocess.run([sys.executable, '-m', 'timm_mobileformer', 'convert', str(path), '--out',
-                             str(tmp_path / 'out')], capture_output=True, text=True, env=dict(os.environ, OMP_NUM_THREADS='1'))
+                             str(tmp_path / 'out')], capture_output=True, text=True,
+                            env=dict(os.environ, OMP_NUM_THREADS='1'))
     assert result.returncode == 1
-    assert result.stderr.startswith('timm-mobileformer convert: error: ') and result.stderr.count('\n') == 1 and 'Traceback' not in result.stderr
+    assert result.stderr.startswith('timm-mobileformer convert: error: '), result.stderr
+    assert result.stderr.count('\n') == 1 and 'Traceback' not in result.stderr, result.stderr
 
 
 class FakeHfApi:

@@ -1,4 +1,6 @@
-"""Pretrained weights through the (emulated, offline) Hugging Face Hub: every way timm users ask for them."""
+"""Pretrained weights through the (emulated, offline) Hugging Face Hub: every way timm users ask for them, and
+what they see when the weights are out of reach."""
+import time
 from pathlib import Path
 
 import httpx2
@@ -6,13 +8,15 @@ import pytest
 import timm
 import timm_mobileformer.hub
 import torch
+from huggingface_hub import constants as hf_constants
 from huggingface_hub.errors import RepositoryNotFoundError
 
+from cli_util import error_line
+from conftest_hub import go_offline
 from official import golden_inputs, official_state_dict
-from timm_mobileformer.hub import HUB_ORG, WeightsUnreachableError, authors_filename, hub_id
+from timm_mobileformer.hub import HUB_ORG, WeightsUnreachableError, authors_filename, hub_id, install_in_hub_cache
 from timm_mobileformer.mobileformer import model_cfgs, paper_results
 
-pytest_plugins = ('conftest_hub',)  # authors_files, converted, offline_hub, empty_offline_hub, timm_tests
 pytestmark = pytest.mark.usefixtures('single_thread')
 
 REPO_ROOT = Path(__file__).parent.parent
@@ -132,3 +136,37 @@ def test_wrong_variant_file_still_raises_the_filters_error(authors_files):
     with pytest.raises(ValueError, match='mobileformer_294m') as excinfo:
         timm.create_model('mobileformer_294m', pretrained=True, pretrained_cfg_overlay=dict(file=str(path)))
     assert not isinstance(excinfo.value, WeightsUnreachableError)
+
+
+def test_offline_failure_is_one_clean_exception(empty_offline_hub):
+    start = time.monotonic()
+    with pytest.raises(WeightsUnreachableError) as excinfo:
+        timm.create_model('mobileformer_26m', pretrained=True)
+    assert time.monotonic() - start < 10
+    assert excinfo.value.__cause__ is None and excinfo.value.__suppress_context__
+    assert 'pretrained_cfg_overlay' in str(excinfo.value)
+
+
+def test_unreachable_hub_fails_fast_without_offline_mode(tmp_path, monkeypatch):
+    """No HF_HUB_OFFLINE, but no route to the Hub: one probe, no retries, the cache still consulted."""
+    monkeypatch.setattr(hf_constants, 'HF_HUB_OFFLINE', False)
+    monkeypatch.setattr(hf_constants, 'HF_HUB_CACHE', str(tmp_path / 'cache'))
+    monkeypatch.setattr(hf_constants, 'ENDPOINT', 'http://127.0.0.1:9')
+    monkeypatch.setattr(timm_mobileformer.hub, '_hub_reachable', None)
+    start = time.monotonic()
+    with pytest.raises(WeightsUnreachableError, match='no connection to 127.0.0.1'):
+        timm.create_model('mobileformer_26m', pretrained=True)
+    assert time.monotonic() - start < 10
+    assert hf_constants.HF_HUB_OFFLINE is False
+
+
+def test_damaged_file_in_the_hub_cache_is_named(user_files, converted, tmp_path, monkeypatch):
+    damaged = tmp_path / 'damaged'
+    damaged.mkdir()
+    for path in converted['mobileformer_26m'].iterdir():
+        data = path.read_bytes()
+        (damaged / path.name).write_bytes(data[:1000] if path.name == 'model.safetensors' else data)
+    snapshot = install_in_hub_cache(damaged, hub_id('mobileformer_26m'), tmp_path / 'cache')
+    go_offline(monkeypatch, tmp_path / 'cache')
+    message = error_line(['predict', str(user_files['png']), '--model', '26m'], allow_warnings=False)
+    assert str(snapshot / 'model.safetensors') in message and 'truncated or corrupt' in message

@@ -105,7 +105,8 @@ def test_any_input_size_from_32px(size):
 
 @pytest.mark.parametrize('variant', ['26m', '294m'])
 def test_eval_outputs_identical_across_execution_forms(variant):
-    """Grad checkpointing, channels_last and torch.compile(fullgraph=True) change nothing in eval."""
+    """Grad checkpointing and channels_last change nothing in eval (test_speed_forms.py compiles every variant
+    with torch.compile(fullgraph=True))."""
     torch.manual_seed(0)
     model = create(variant).eval()
     x = torch.randn(2, 3, 96, 80)
@@ -116,8 +117,6 @@ def test_eval_outputs_identical_across_execution_forms(variant):
         model.set_grad_checkpointing(False)
         cl = model.to(memory_format=torch.channels_last)(x.to(memory_format=torch.channels_last))
         torch.testing.assert_close(cl, ref, rtol=1e-5, atol=1e-6)
-        compiled = torch.compile(model, fullgraph=True)
-        torch.testing.assert_close(compiled(x), ref, rtol=1e-5, atol=1e-6)
 
 
 def test_grad_checkpointing_gives_same_gradients():
@@ -144,6 +143,22 @@ def test_bad_input_gets_a_clear_error(bad, error, message):
         model(bad)
     with pytest.raises(error, match=message):
         model.forward_intermediates(bad)
+
+
+def test_empty_batch_gets_a_clear_error():
+    with pytest.raises(ValueError, match='empty batch|batch size 0'):
+        create('26m').eval()(torch.zeros(0, 3, 64, 64))
+
+
+@pytest.mark.parametrize('dtype', [torch.float64, torch.float16])
+def test_other_float_dtypes_get_a_clear_error(dtype):
+    with pytest.raises(TypeError, match='float32'):
+        create('26m').eval()(torch.zeros(1, 3, 64, 64, dtype=dtype))
+
+
+def test_training_on_a_batch_of_one_gets_a_clear_error():
+    with pytest.raises(ValueError, match='batch of one|batch size 1'):
+        create('26m').train()(torch.zeros(1, 3, 64, 64))
 
 
 def test_unknown_kwarg_and_unknown_variant():

@@ -10,12 +10,12 @@ from PIL import Image
 from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD, ImageNetInfo
 from torchvision import transforms as T
 
-from cli_util import error_line
+from cli_util import error_line, run_cli
+from conftest import SIX_CLASS_NAMES
 from timm_mobileformer.cli import main
 from timm_mobileformer.hub import hub_id
 from timm_mobileformer.predict import load_model, predict
 
-pytest_plugins = ('conftest_hub',)  # authors_files, converted, offline_hub, empty_offline_hub
 pytestmark = pytest.mark.usefixtures('single_thread')
 
 CLASS_LINE = re.compile(r'^  ([1-5])\.\s+(\d+\.\d\d)%  (n\d{8})  (.+)$')
@@ -64,10 +64,24 @@ def test_authors_checkpoint_hub_and_converted_file_agree(authors_files, converte
 
 
 def test_several_images_get_one_block_each(converted, image, capsys):
-    lines = run_predict([str(image), str(image), '--checkpoint', str(converted['mobileformer_26m'] / 'model.safetensors')],
-                        capsys)
+    weights = converted['mobileformer_26m'] / 'model.safetensors'
+    lines = run_predict([str(image), str(image), '--checkpoint', str(weights)], capsys)
     assert len(lines) == 12 and lines[:6] == lines[6:]
     assert_top5_block(lines[:6], image)
+
+
+def test_reads_a_converted_folder(converted, image, capsys):
+    lines = run_predict([str(image), '--checkpoint', str(converted['mobileformer_26m'])], capsys)
+    assert_top5_block(lines, image)
+
+
+def test_fine_tuned_train_py_checkpoint_with_class_names(user_files):
+    run = run_cli(['predict', str(user_files['png']), '--checkpoint', str(user_files['six']), '--class-names',
+                   str(user_files['six_names']), '--top-k', '10'])
+    assert run.code == 0, run.err
+    lines = run.out.splitlines()
+    assert lines[0] == str(user_files['png']) and len(lines) == 7  # clamped to the 6 classes
+    assert {line.split()[-1] for line in lines[1:]} == set(SIX_CLASS_NAMES)
 
 
 def test_preprocessing_is_the_cfgs_resize_crop_and_normalisation(converted, image):

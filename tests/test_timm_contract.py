@@ -1,23 +1,9 @@
-"""timm's contract tests that its suite runs only for timm's own modules, called on our models."""
-import importlib.util
-
+"""timm's contract tests that its suite runs only for timm's own modules, called on our models (`timm_tests`:
+timm's tests/test_models.py, from conftest_hub)."""
 import pytest
 import timm
 
-from conftest import TIMM_SUITE
-
 VARIANTS = timm.list_models('mobileformer_*')
-
-
-@pytest.fixture(scope='module')
-def timm_tests():
-    path = TIMM_SUITE / 'test_models.py'
-    if not path.exists():
-        pytest.fail(f'{path} is missing: run `python tests/fetch_timm_tests.py` first (it needs the package registry)')
-    spec = importlib.util.spec_from_file_location('timm_test_models', path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def test_all_seven_variants_registered():

@@ -37,7 +37,7 @@ import torch.nn.functional as F
 import timm
 from timm.utils import reparameterize_model
 
-from .deploy import onnx as onnx_export, ort
+from .deploy import executorch, onnx as onnx_export, ort
 from .deploy.export import missing_onnx_packages
 from .errors import MobileFormerError, one_line
 from .info import count_madds
@@ -439,8 +439,82 @@ class OnnxRuntime(Runtime):
         return dict(onnxruntime=onnxruntime.__version__, ort_threads=self.request.threads or os.cpu_count())
 
 
+class ExecutorchRuntime(Runtime):
+    """ExecuTorch with XNNPACK (`deploy/executorch.py`): per batch size every model lowered to a program (Mobile-Former
+    through the package's export, the peers through the stock path), fp32 or int8 (`options['quantize']`), every
+    model calibrated on the same images (`options['calibration']`, default: images that demo-data draws), XNNPACK's
+    thread pool at `request.threads`; one cell per batch size."""
+    name = 'executorch'
+    supports_profile = True
+    option_names = ('quantize', 'calibration')
+    calibration_images_per_class = 4
+
+    def __init__(self, request: BenchRequest) -> None:
+        super().__init__(request)
+        self.modules: Dict[Tuple[str, int], object] = {}
+
+    @property
+    def quantize(self) -> Optional[str]:
+        return self.request.options.get('quantize')
+
+    def check(self) -> None:
+        super().check()
+        executorch.require_executorch()
+        if self.quantize not in (None,) + executorch.QUANTIZE:
+            raise MobileFormerError(f'--quantize {self.quantize}: choose from {", ".join(executorch.QUANTIZE)}')
+        folder = self.request.options.get('calibration')
+        if folder is not None and not self.quantize:
+            raise MobileFormerError('--calibration goes with --quantize int8')
+        if folder is not None and not executorch.image_files(Path(folder)):
+            raise MobileFormerError(f'--calibration {folder}: holds no images: give a folder of images (JPEG, PNG, '
+                                    f'...), e.g. one made by timm-mobileformer demo-data')
+
+    def cells(self) -> List[Tuple[str, int]]:
+        return [(self.name + (f' {self.quantize}' if self.quantize else ''), b) for b in self.request.batch_sizes]
+
+    @contextmanager
+    def prepared(self, log: Log) -> Iterator[None]:
+        from .demo_data import make_demo_data
+        with tempfile.TemporaryDirectory(prefix='mf-bench-') as folder:
+            images = self.request.options.get('calibration')
+            if self.quantize and images is None:
+                images = Path(folder) / 'calibration'
+                make_demo_data(images, train_per_class=self.calibration_images_per_class, val_per_class=1)
+            executorch.set_threads(self.request.threads)
+            for batch_size in self.request.batch_sizes:
+                for name in self.request.names:
+                    self.modules[name, batch_size] = self._program(name, batch_size, Path(folder), images, log)
+            yield
+
+    def _program(self, name: str, batch_size: int, folder: Path, images: Optional[Path], log: Log) -> object:
+        """The loaded program of `name` at `batch_size` (random weights: speed does not depend on them); its op
+        profile with `request.profile`."""
+        t0 = time.perf_counter()
+        model = timm.create_model(name).eval()
+        path = folder / f'{name}_b{batch_size}.pte'
+        calibration = executorch.calibration_images(images, model, batch_size) if self.quantize else None
+        executorch.export_executorch(model, path, self.request.img_size, batch_size, self.quantize, calibration)
+        log(f'  lowered {name}, batch {batch_size}, in {time.perf_counter() - t0:.0f} s '
+            f'({path.stat().st_size / 1e6:.1f} MB)')
+        if self.request.profile:
+            rows, n_ops = executorch.profile_ops(path, batch_size, self.request.img_size, self.request.threads)
+            self.profiles[f'{name} batch {batch_size}'] = dict(nodes=n_ops, ops=rows)
+            log(executorch.format_profile(f'{name}, batch {batch_size}', rows, n_ops))
+        return executorch.load_program(path)
+
+    def make_call(self, name: str, mode: str, batch_size: int) -> Callable[[], None]:
+        return executorch.make_call(self.modules[name, batch_size], batch_size, self.request.img_size)
+
+    def environment(self) -> Dict[str, object]:
+        from importlib.metadata import version
+        return dict(executorch=version('executorch'), xnnpack_threads=self.request.threads or os.cpu_count(),
+                    quantize=self.quantize or 'fp32')
+
+
 # a new runtime: a `Runtime` subclass and its entry here (the command's --runtime choices follow)
-RUNTIME_ADAPTERS: Dict[str, Type[Runtime]] = {'torch': TorchRuntime, 'onnxruntime': OnnxRuntime}
+RUNTIME_ADAPTERS: Dict[str, Type[Runtime]] = {
+    'torch': TorchRuntime, 'onnxruntime': OnnxRuntime, 'executorch': ExecutorchRuntime,
+}
 RUNTIMES = tuple(RUNTIME_ADAPTERS)
 
 

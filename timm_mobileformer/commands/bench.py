@@ -4,6 +4,7 @@ import argparse
 import torch
 
 from ..bench import DEFAULT_MODES, DEFAULT_PEERS, MODES, RUNTIMES, benchmark
+from ..deploy.executorch import QUANTIZE
 from ..mobileformer import model_cfgs
 from ._common import add_img_size_argument, add_model_argument, add_output_argument, add_threads_argument, \
     model_names, positive_float, positive_int
@@ -30,10 +31,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument('--chart-mode', choices=MODES, default='fused', help='the mode the chart plots')
     parser.add_argument('--runtime', choices=RUNTIMES, default='torch',
                         help='torch: time --modes in PyTorch; onnxruntime: export every model to ONNX (Mobile-Former '
-                             'through the package export) and time ONNX Runtime sessions (--modes ignored)')
+                             'through the package export) and time ONNX Runtime sessions; executorch: lower every '
+                             'model to an ExecuTorch program for XNNPACK and time it (--modes ignored by both)')
     parser.add_argument('--profile', action='store_true',
-                        help="with --runtime onnxruntime, print ORT's kernel time by op type for every model and "
-                             'batch size (default: off)')
+                        help="with --runtime onnxruntime or executorch, print the runtime's own profile (time by op "
+                             'type) for every model and batch size (default: off)')
+    parser.add_argument('--quantize', choices=QUANTIZE, default=None,
+                        help='with --runtime executorch: int8 programs (static, per-channel weights) (default: fp32)')
+    parser.add_argument('--calibration', metavar='DIR', default=None,
+                        help='with --quantize: the images every model is calibrated on (default: images that '
+                             'demo-data draws)')
 
 
 def run(args: argparse.Namespace) -> int:
@@ -42,7 +49,9 @@ def run(args: argparse.Namespace) -> int:
         torch.set_num_threads(args.threads)
     variants = [n.partition('.')[0] for n in model_names(args.model, tuple(model_cfgs))]
     settings = {k: v for k, v in vars(args).items() if k != 'run'}
+    options = {k: getattr(args, k) for k in ('quantize', 'calibration') if getattr(args, k) is not None}
     benchmark(variants, args.out, args.peers, args.batch_sizes, args.modes, args.rounds, args.round_time,
               args.img_size, args.chart_mode, overwrite=args.overwrite, log=lambda s: print(s, flush=True),
-              settings=settings, runtime=args.runtime, profile=args.profile, threads=args.threads)
+              settings=settings, runtime=args.runtime, profile=args.profile, threads=args.threads,
+              runtime_options=options)
     return 0

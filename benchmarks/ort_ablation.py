@@ -68,8 +68,8 @@ def main() -> None:
         for batch_size in args.batch_sizes:
             sessions = {name: make_session(optimize_for_batch(path, batch_size)[0], args.threads)
                         for name, path in paths.items()}
-            cell = run_cell(list(sessions), 'onnxruntime', batch_size, args.rounds, 0.3, lambda m: None,
-                            lambda name: make_call(sessions[name], batch_size, 224))
+            calls = {name: make_call(session, batch_size, 224) for name, session in sessions.items()}
+            cell = run_cell(list(sessions), 'onnxruntime', batch_size, args.rounds, 0.3, lambda m: None, calls.get)
             for name, speeds in cell.rounds.items():
                 print(f'batch {batch_size:3d}  {name:40s} {1e3 / statistics.median(speeds):7.2f} ms per image')
 

@@ -14,13 +14,16 @@ import argparse
 import tempfile
 import time
 from pathlib import Path
-from typing import List, Optional
+from typing import TYPE_CHECKING, Optional
 
 import numpy as np
 
 import timm_mobileformer  # noqa: F401  (registers the models)
 from timm_mobileformer.deploy.onnx import export_for_bench
 from timm_mobileformer.deploy.ort import make_session, optimize_for_batch
+
+if TYPE_CHECKING:
+    import onnx
 
 CALLS_PER_ROUND = 20
 
@@ -43,7 +46,7 @@ def prefix(model: 'onnx.ModelProto', end: int) -> 'onnx.ModelProto':
     return cut
 
 
-def main(argv: Optional[List[str]] = None) -> None:
+def main(argv: Optional[list[str]] = None) -> None:
     import onnx
     parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
     parser.add_argument('--model', default='52m', help='Mobile-Former variant, e.g. 52m or mobileformer_294m')

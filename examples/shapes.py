@@ -5,7 +5,6 @@ Used by `train_detection.py`, and to draw the scene of the README's attention pi
     python examples/shapes.py docs/images/shapes_scene.png --size 224 --seed 18 --max-shapes 4
 """
 import argparse
-from typing import List, Tuple
 
 import numpy as np
 import torch
@@ -14,7 +13,7 @@ from torch.utils.data import Dataset
 
 # torchvision's detectors reserve label 0 for the background
 CLASSES = ('background', 'circle', 'square', 'triangle')
-Box = Tuple[float, float, float, float]
+Box = tuple[float, float, float, float]
 
 
 def textured_background(rng: np.random.Generator, size: int) -> Image.Image:
@@ -28,12 +27,12 @@ def textured_background(rng: np.random.Generator, size: int) -> Image.Image:
     return Image.fromarray(np.clip(gradient + stripes + noise, 0, 255).astype(np.uint8))
 
 
-def _overlaps(box: Box, boxes: List[Box], margin: float = 2) -> bool:
+def _overlaps(box: Box, boxes: list[Box], margin: float = 2) -> bool:
     return any(box[0] < b[2] + margin and b[0] < box[2] + margin and box[1] < b[3] + margin and b[1] < box[3] + margin
                for b in boxes)
 
 
-def draw_shape(draw: ImageDraw.ImageDraw, label: int, box: Box, color: Tuple[int, int, int]) -> None:
+def draw_shape(draw: ImageDraw.ImageDraw, label: int, box: Box, color: tuple[int, int, int]) -> None:
     """Fill the shape of class `label` so that it touches all four sides of `box`."""
     x0, y0, x1, y1 = box
     if CLASSES[label] == 'circle':
@@ -45,12 +44,12 @@ def draw_shape(draw: ImageDraw.ImageDraw, label: int, box: Box, color: Tuple[int
 
 
 def draw_scene(
-        rng: np.random.Generator, size: int = 128, max_shapes: int = 3) -> Tuple[Image.Image, List[Box], List[int]]:
+        rng: np.random.Generator, size: int = 128, max_shapes: int = 3) -> tuple[Image.Image, list[Box], list[int]]:
     """One image with 1 to `max_shapes` non-overlapping shapes, their boxes (x0, y0, x1, y1) and labels."""
     image = textured_background(rng, size)
     draw = ImageDraw.Draw(image)
-    boxes: List[Box] = []
-    labels: List[int] = []
+    boxes: list[Box] = []
+    labels: list[int] = []
     wanted = rng.integers(1, max_shapes + 1)
     for _ in range(20 * max_shapes):  # rejection sampling for free space
         if len(boxes) == wanted:
@@ -78,7 +77,7 @@ class ShapesDetection(Dataset):
     def __len__(self) -> int:
         return len(self.scenes)
 
-    def __getitem__(self, index: int) -> Tuple[torch.Tensor, dict]:
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, dict]:
         image, boxes, labels = self.scenes[index]
         pixels = torch.from_numpy(np.asarray(image, dtype=np.float32) / 255).permute(2, 0, 1)
         target = dict(boxes=torch.tensor(boxes, dtype=torch.float32), labels=torch.tensor(labels, dtype=torch.int64))

@@ -8,13 +8,13 @@ Prints the losses at every step and writes the loss curve as a PNG (drawn with P
 """
 import argparse
 import time
-from typing import Dict, Iterator, List, Sequence, Tuple
+from collections.abc import Iterator, Sequence
 
 import torch
 from PIL import Image, ImageDraw, ImageFont
+from shapes import CLASSES, ShapesDetection
 from torch.utils.data import DataLoader
 
-from shapes import CLASSES, ShapesDetection
 from timm_mobileformer.detection import build_fasterrcnn, build_retinanet
 
 BUILDERS = dict(retinanet=build_retinanet, fasterrcnn=build_fasterrcnn)
@@ -22,7 +22,7 @@ BUILDERS = dict(retinanet=build_retinanet, fasterrcnn=build_fasterrcnn)
 PALETTE = ((0, 0, 0), (31, 119, 180), (255, 127, 14), (44, 160, 44), (214, 39, 40))
 
 
-def collate(batch: Sequence) -> Tuple[list, list]:
+def collate(batch: Sequence) -> tuple[list, list]:
     """Detectors take lists of images and targets, not stacked tensors."""
     images, targets = zip(*batch)
     return list(images), list(targets)
@@ -34,10 +34,10 @@ def endless(loader: DataLoader) -> Iterator:
         yield from loader
 
 
-def train(model: torch.nn.Module, loader: DataLoader, steps: int, lr: float) -> Dict[str, List[float]]:
+def train(model: torch.nn.Module, loader: DataLoader, steps: int, lr: float) -> dict[str, list[float]]:
     """AdamW on all parameters for `steps` batches; returns every loss term per step."""
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=lr, weight_decay=1e-4)
-    history: Dict[str, List[float]] = {}
+    history: dict[str, list[float]] = {}
     model.train()
     batches = endless(loader)
     for step in range(1, steps + 1):
@@ -56,7 +56,7 @@ def train(model: torch.nn.Module, loader: DataLoader, steps: int, lr: float) -> 
     return history
 
 
-def plot_losses(history: Dict[str, List[float]], path: str, title: str, size: Tuple[int, int] = (640, 400)) -> None:
+def plot_losses(history: dict[str, list[float]], path: str, title: str, size: tuple[int, int] = (640, 400)) -> None:
     """Loss terms against step as a line chart: axes, a few y ticks, one coloured line per term, a legend."""
     width, height = size
     left, right, top, bottom = 56, 16, 32, 36
@@ -66,7 +66,7 @@ def plot_losses(history: Dict[str, List[float]], path: str, title: str, size: Tu
     steps = len(history['total'])
     y_max = max(max(v) for v in history.values()) * 1.05
 
-    def to_xy(step: int, value: float) -> Tuple[float, float]:
+    def to_xy(step: int, value: float) -> tuple[float, float]:
         x = left + (width - left - right) * (step / max(steps - 1, 1))
         return x, top + (height - top - bottom) * (1 - value / y_max)
 

@@ -4,7 +4,7 @@ import io
 import os
 from contextlib import redirect_stderr, redirect_stdout
 from pathlib import Path
-from typing import Dict, List, NamedTuple
+from typing import NamedTuple
 
 from timm_mobileformer.cli import COMMANDS, main
 
@@ -18,7 +18,7 @@ class CliRun(NamedTuple):
     err: str
 
 
-def run_cli(argv: List[str]) -> CliRun:
+def run_cli(argv: list[str]) -> CliRun:
     """The CLI run in this process: its exit code (a usage error's SystemExit caught), stdout and stderr."""
     out, err = io.StringIO(), io.StringIO()
     with redirect_stdout(out), redirect_stderr(err):
@@ -29,13 +29,13 @@ def run_cli(argv: List[str]) -> CliRun:
     return CliRun(code, out.getvalue(), err.getvalue())
 
 
-def error_prefix(argv: List[str]) -> str:
+def error_prefix(argv: list[str]) -> str:
     """`timm-mobileformer <command>: error: `, or `timm-mobileformer: error: ` when there is no such command."""
     command = next(a for a in argv if not a.startswith('-'))
     return f'{PROG} {command}: error: ' if command in {m.COMMAND for m in COMMANDS} else f'{PROG}: error: '
 
 
-def error_line(argv: List[str], code: int = 1, allow_warnings: bool = True) -> str:
+def error_line(argv: list[str], code: int = 1, allow_warnings: bool = True) -> str:
     """The message of the CLI's one error line for argv (after `timm-mobileformer <command>: error: `), once its
     form is checked: the expected exit code, exactly one non-empty stderr line (besides `warning: ` lines when
     allowed), the prefix, no traceback, and no advice to unpickle with weights_only=False."""
@@ -49,7 +49,7 @@ def error_line(argv: List[str], code: int = 1, allow_warnings: bool = True) -> s
     return lines[0][len(prefix):]
 
 
-def folder_state(*roots: Path) -> Dict[str, str]:
+def folder_state(*roots: Path) -> dict[str, str]:
     """Every file, folder and link under the roots (hidden ones too): path → sha256 of its bytes, 'dir' or the
     link's target; equal before and after a command when it changed, added and left nothing there."""
     found = {}

@@ -5,7 +5,6 @@ import argparse
 import os
 import sys
 from pathlib import Path
-from typing import Dict
 
 import numpy as np
 import pytest
@@ -52,7 +51,7 @@ class ShellPayload:
         return os.system, (f'touch {self.marker}',)
 
 
-def write_images(folder: Path) -> Dict[str, Path]:
+def write_images(folder: Path) -> dict[str, Path]:
     """A PNG and a JPEG photo (64x48), a broken PNG and a text file."""
     Image.new('RGB', (64, 48), (30, 140, 200)).save(folder / 'photo.png')
     Image.new('RGB', (64, 48), (200, 40, 30)).save(folder / 'photo.jpg')
@@ -62,7 +61,7 @@ def write_images(folder: Path) -> Dict[str, Path]:
                 text=folder / 'notes.txt')
 
 
-def write_checkpoints(folder: Path) -> Dict[str, Path]:
+def write_checkpoints(folder: Path) -> dict[str, Path]:
     """A random-init 26m checkpoint (`mf26`) and its damaged forms (empty, random bytes, truncated, a NaN and
     an inf weight, a shell-command pickle), and a 6-class fine-tuned one as timm's train.py writes it (`six`)."""
     (folder / 'empty.pth.tar').write_bytes(b'')
@@ -97,7 +96,7 @@ def write_timm_repo_stand_in(folder: Path) -> Path:
 
 
 @pytest.fixture(scope='session')
-def user_files(tmp_path_factory) -> Dict[str, Path]:
+def user_files(tmp_path_factory) -> dict[str, Path]:
     """Read-only files a user might hand the commands, all in `user_files['folder']`: images (png, jpg, broken,
     text), checkpoints (mf26, empty, random, truncated, nan, inf, malicious, six), class-name lists (six_names,
     five_names), a stand-in of timm's repository (repo), and the marker a malicious pickle would leave (marker).

@@ -8,17 +8,17 @@ works whenever huggingface_hub and timm were imported; the env vars are set too,
 """
 import importlib.util
 import os
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from types import ModuleType
-from typing import Dict, Iterator
 from unittest import mock
 
 import pytest
 import torch
 from huggingface_hub import constants as hf_constants
-
 from official import GOLDEN_VARIANTS, official_state_dict, seeded_state_dict
+
 from timm_mobileformer.convert import convert
 from timm_mobileformer.hub import authors_filename, hub_id, install_in_hub_cache
 from timm_mobileformer.mobileformer import model_cfgs
@@ -45,13 +45,13 @@ def single_thread() -> Iterator[None]:
         yield
 
 
-def authors_state_dict(variant: str) -> Dict[str, torch.Tensor]:
+def authors_state_dict(variant: str) -> dict[str, torch.Tensor]:
     """Seeded weights in the authors' layout; golden variants get the authors' BatchNorm statistics."""
     short = variant.split('_', 1)[1]
     return official_state_dict(short)[0] if short in GOLDEN_VARIANTS else seeded_state_dict(short)
 
 
-def save_authors_checkpoint(state_dict: Dict[str, torch.Tensor], variant: str, folder: Path) -> Path:
+def save_authors_checkpoint(state_dict: dict[str, torch.Tensor], variant: str, folder: Path) -> Path:
     """Write a checkpoint the way the authors' training script did (timm CheckpointSaver envelope)."""
     path = folder / authors_filename(variant)
     torch.save({'state_dict': state_dict, 'epoch': 450, 'arch': variant.replace('former_', '_former_')}, path)
@@ -59,14 +59,14 @@ def save_authors_checkpoint(state_dict: Dict[str, torch.Tensor], variant: str, f
 
 
 @pytest.fixture(scope='session')
-def authors_files(tmp_path_factory) -> Dict[str, Path]:
+def authors_files(tmp_path_factory) -> dict[str, Path]:
     """variant → the authors'-format `mobile-former-<v>.pth.tar`, for all seven variants."""
     folder = tmp_path_factory.mktemp('authors')
     return {v: save_authors_checkpoint(authors_state_dict(v), v, folder) for v in VARIANTS}
 
 
 @pytest.fixture(scope='session')
-def converted(authors_files, tmp_path_factory) -> Dict[str, Path]:
+def converted(authors_files, tmp_path_factory) -> dict[str, Path]:
     """variant → the folder `convert` made from the authors' file."""
     folder = tmp_path_factory.mktemp('converted')
     with one_torch_thread():

@@ -10,7 +10,6 @@ import hashlib
 import json
 import math
 from pathlib import Path
-from typing import Dict, Tuple
 
 import torch
 from safetensors import safe_open
@@ -19,7 +18,7 @@ DATA = Path(__file__).parent / 'data'
 GOLDEN_VARIANTS = ('294m', '52m')
 
 
-def seeded_tensor(key: str, shape: Tuple[int, ...]) -> torch.Tensor:
+def seeded_tensor(key: str, shape: tuple[int, ...]) -> torch.Tensor:
     """Deterministic weights for one key: He-scaled convs, 1/sqrt(fan_in) linears, N(0, 1) tokens."""
     g = torch.Generator().manual_seed(int(hashlib.sha256(key.encode()).hexdigest()[:8], 16))
     if len(shape) == 4:
@@ -32,12 +31,12 @@ def seeded_tensor(key: str, shape: Tuple[int, ...]) -> torch.Tensor:
     return 0.1 * torch.randn(shape, generator=g)
 
 
-def official_keys(variant: str) -> Dict[str, Tuple[int, ...]]:
+def official_keys(variant: str) -> dict[str, tuple[int, ...]]:
     """Every key of the authors' state dict for a variant ('294m', ...) and its shape."""
     return {k: tuple(v) for k, v in json.loads((DATA / 'official_state_dict_keys.json').read_text())[variant].items()}
 
 
-def seeded_state_dict(variant: str, bn_stats: Dict[str, torch.Tensor] = None) -> Dict[str, torch.Tensor]:
+def seeded_state_dict(variant: str, bn_stats: dict[str, torch.Tensor] = None) -> dict[str, torch.Tensor]:
     """An authors'-format state dict of seeded weights; BN running stats from bn_stats or seeded."""
     sd = {}
     for key, shape in sorted(official_keys(variant).items()):
@@ -52,13 +51,13 @@ def seeded_state_dict(variant: str, bn_stats: Dict[str, torch.Tensor] = None) ->
     return sd
 
 
-def golden_inputs() -> Dict[str, torch.Tensor]:
+def golden_inputs() -> dict[str, torch.Tensor]:
     """The two inputs the golden logits were computed for."""
     g = torch.Generator().manual_seed(1234)
     return {'x224': torch.randn(2, 3, 224, 224, generator=g), 'x256x192': torch.randn(2, 3, 256, 192, generator=g)}
 
 
-def official_state_dict(variant: str) -> Tuple[Dict[str, torch.Tensor], Dict[str, torch.Tensor]]:
+def official_state_dict(variant: str) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
     """(authors'-format state dict, {input name: the authors' logits}) for a variant with a golden file."""
     with safe_open(str(DATA / 'golden' / f'mobileformer_{variant}.safetensors'), 'pt') as f:
         meta = f.metadata()

@@ -1,15 +1,14 @@
 """The attention API (shapes, softmax sums, no effect on outputs) and the `attention` subcommand's PNG."""
-from typing import Dict, Tuple
 
 import pytest
+import timm
 import torch
 import torch.nn as nn
+from cli_util import error_line, run_cli
 from PIL import Image, ImageDraw
 
-import timm
 from timm_mobileformer import attention as attention_module
 from timm_mobileformer.attention import GridLayout, default_blocks, record_attention, token_attention
-from cli_util import error_line, run_cli
 from timm_mobileformer.cli import main
 from timm_mobileformer.hub import WeightsUnreachableError
 from timm_mobileformer.mobileformer import MobileFormer, MobileFormerBlock, model_cfgs
@@ -27,7 +26,7 @@ def images() -> torch.Tensor:
     return torch.randn(2, 3, 96, 96)
 
 
-def block_map_sizes(model: MobileFormer, x: torch.Tensor) -> Dict[str, Tuple[Tuple[int, int], Tuple[int, int]]]:
+def block_map_sizes(model: MobileFormer, x: torch.Tensor) -> dict[str, tuple[tuple[int, int], tuple[int, int]]]:
     """(input, output) spatial size of every Mobile-Former block, seen by plain forward hooks."""
     sizes, handles = {}, []
     for i, block in enumerate(model.blocks):

@@ -1,9 +1,10 @@
 """`timm-mobileformer bench` arithmetic, argument checks, its report's machine record, the runtime adapters and
 the chart (its timings are measurements, not tests)."""
 import json
-from typing import Callable, ClassVar, Dict, List
+from typing import Callable, ClassVar
 
 import pytest
+from cli_util import error_line
 from PIL import Image
 
 from timm_mobileformer import __version__
@@ -11,7 +12,6 @@ from timm_mobileformer.bench import RUNTIME_ADAPTERS, Cell, Runtime, benchmark, 
 from timm_mobileformer.cli import main
 from timm_mobileformer.errors import MobileFormerError
 from timm_mobileformer.machine import native_bf16, vector_extensions
-from cli_util import error_line
 
 
 def test_ratios_are_per_round_and_per_madd():
@@ -48,7 +48,7 @@ class CountingRuntime(Runtime):
     name = 'counting'
     supports_profile = True
     option_names = ('flavour',)
-    events: ClassVar[List[str]] = []
+    events: ClassVar[list[str]] = []
 
     def prepared(self, log):
         self.events.append('prepare')
@@ -59,7 +59,7 @@ class CountingRuntime(Runtime):
         self.events.append(f'{name} {mode} {batch_size}')
         return lambda: None
 
-    def environment(self) -> Dict[str, object]:
+    def environment(self) -> dict[str, object]:
         return {'counting_version': 1}
 
 

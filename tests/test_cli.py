@@ -7,20 +7,20 @@ run in-process through `cli.main`, offline with an empty Hugging Face cache.
 """
 import argparse
 from pathlib import Path
-from typing import Callable, Dict, List, Optional
+from typing import Callable, Optional
 
 import pytest
+from cli_util import PROG, error_line, folder_state
 from PIL import Image
 
-from cli_util import PROG, error_line, folder_state
 from timm_mobileformer.cli import COMMANDS, build_parser, main
 from timm_mobileformer.commands._common import PROG as COMMON_PROG
 from timm_mobileformer.errors import MobileFormerError
 
 pytestmark = pytest.mark.usefixtures('single_thread')
 
-UserFiles = Dict[str, Path]
-Argv = Callable[[UserFiles, Path], List[str]]  # (the user's files i, the work folder w) → the command line
+UserFiles = dict[str, Path]
+Argv = Callable[[UserFiles, Path], list[str]]  # (the user's files i, the work folder w) → the command line
 Setup = Callable[[UserFiles, Path], None]  # prepares the work folder before the command runs
 
 UNWRITABLE = '/proc/timm-mobileformer-test/out'
@@ -249,7 +249,7 @@ def test_bad_input_gets_one_line_and_leaves_nothing(argv, code, expected, setup,
     assert not user_files['marker'].exists()
 
 
-def subcommand_parsers() -> Dict[str, argparse.ArgumentParser]:
+def subcommand_parsers() -> dict[str, argparse.ArgumentParser]:
     """command name → its argparse parser."""
     parser = build_parser()
     return next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction)).choices

@@ -4,15 +4,14 @@ import os
 import subprocess
 import sys
 from pathlib import Path
-from typing import List
 
 import pytest
 import timm
 import torch
+from cli_util import error_line
 from safetensors.torch import load_file
 from timm.models import save_for_hf
 
-from cli_util import error_line
 from timm_mobileformer.cli import main
 from timm_mobileformer.convert import convert
 from timm_mobileformer.errors import CheckpointError
@@ -39,7 +38,7 @@ def test_round_trip_keeps_every_tensor(converted, authors_files, variant):
         assert torch.equal(saved[key], value), key
 
 
-def run_cli(args: List[str], code: int = 1) -> str:
+def run_cli(args: list[str], code: int = 1) -> str:
     """Run the CLI in-process; return the one-line error it prints (checked: one line, no traceback, exit code;
     2 for a usage error)."""
     return error_line(args, code)

@@ -2,20 +2,19 @@
 solvable from colours alone."""
 import hashlib
 from pathlib import Path
-from typing import Dict, Tuple
 
 import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from PIL import Image
-
-from timm.data import create_dataset
-from timm_mobileformer import demo_data
 from cli_util import error_line
+from PIL import Image
+from timm.data import create_dataset
+
+from timm_mobileformer import demo_data
 from timm_mobileformer.cli import main
-from timm_mobileformer.errors import MobileFormerError
 from timm_mobileformer.demo_data import CLASSES, SPLITS, make_demo_data
+from timm_mobileformer.errors import MobileFormerError
 
 CHANCE = 1 / len(CLASSES)
 
@@ -26,12 +25,12 @@ def demo(tmp_path_factory: pytest.TempPathFactory) -> Path:
                           val_per_class=50, size=32)
 
 
-def file_digests(root: Path) -> Dict[str, str]:
+def file_digests(root: Path) -> dict[str, str]:
     return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
             for p in sorted(root.rglob('*')) if p.is_file()}
 
 
-def load_split(root: Path, split: str) -> Tuple[np.ndarray, np.ndarray]:
+def load_split(root: Path, split: str) -> tuple[np.ndarray, np.ndarray]:
     """Images (N, H, W, 3) uint8 and labels, through timm's own ImageFolder reader."""
     dataset = create_dataset('', root=str(root), split=split)
     images, labels = zip(*((np.asarray(img), label) for img, label in dataset))
@@ -50,7 +49,7 @@ def colour_features(images: np.ndarray) -> torch.Tensor:
     return torch.tensor(feats, dtype=torch.float32)
 
 
-def colour_baseline_accuracy(train: Tuple[np.ndarray, np.ndarray], val: Tuple[np.ndarray, np.ndarray]) -> float:
+def colour_baseline_accuracy(train: tuple[np.ndarray, np.ndarray], val: tuple[np.ndarray, np.ndarray]) -> float:
     """Validation accuracy of an L2-regularised logistic regression on `colour_features`."""
     x_train, x_val = colour_features(train[0]), colour_features(val[0])
     mean, std = x_train.mean(0), x_train.std(0) + 1e-6
@@ -99,7 +98,7 @@ def test_colour_baseline_finds_a_colour_cue(demo: Path):
     """Control: the same baseline clears the near-chance bound by far once each class gets a faint colour cast."""
     casts = np.random.default_rng(0).uniform(0, 255, size=(len(CLASSES), 3))
 
-    def cast(split: Tuple[np.ndarray, np.ndarray]) -> Tuple[np.ndarray, np.ndarray]:
+    def cast(split: tuple[np.ndarray, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
         images, labels = split
         return (0.8 * images + 0.2 * casts[labels][:, None, None]).astype(np.uint8), labels
 

@@ -2,7 +2,6 @@
 import subprocess
 import sys
 from pathlib import Path
-from typing import Dict, List, Tuple
 
 import pytest
 import torch
@@ -14,7 +13,7 @@ TINY = dict(min_size=128, max_size=160)
 EXAMPLES = Path(__file__).resolve().parents[1] / 'examples'
 
 
-def batch() -> Tuple[List[torch.Tensor], List[Dict[str, torch.Tensor]]]:
+def batch() -> tuple[list[torch.Tensor], list[dict[str, torch.Tensor]]]:
     torch.manual_seed(0)
     images = [torch.rand(3, 128, 150), torch.rand(3, 120, 128)]
     targets = [

@@ -6,8 +6,8 @@ import re
 
 import pytest
 import torch
-
 from deploy_util import randomized_model, rel
+
 from timm_mobileformer.deploy import export_program, inference_form
 from timm_mobileformer.mobileformer import model_cfgs
 

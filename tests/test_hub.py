@@ -6,14 +6,14 @@ from pathlib import Path
 import httpx2
 import pytest
 import timm
-import timm_mobileformer.hub
 import torch
-from huggingface_hub import constants as hf_constants
-from huggingface_hub.errors import RepositoryNotFoundError
-
 from cli_util import error_line
 from conftest_hub import go_offline
+from huggingface_hub import constants as hf_constants
+from huggingface_hub.errors import RepositoryNotFoundError
 from official import golden_inputs, official_state_dict
+
+import timm_mobileformer.hub
 from timm_mobileformer.hub import HUB_ORG, WeightsUnreachableError, authors_filename, hub_id, install_in_hub_cache
 from timm_mobileformer.mobileformer import model_cfgs, paper_results
 

@@ -7,7 +7,12 @@ import pytest
 from timm_mobileformer import __version__
 from timm_mobileformer.cli import main
 from timm_mobileformer.machine import (
-    cpu_name, describe, native_bf16, package_version, summary_line, vector_extensions,
+    cpu_name,
+    describe,
+    native_bf16,
+    package_version,
+    summary_line,
+    vector_extensions,
 )
 
 XEON_SAPPHIRE_RAPIDS = """processor\t: 0

@@ -5,8 +5,8 @@ import pytest
 import timm
 import torch
 import torch.nn as nn
-
 from official import official_keys, seeded_state_dict
+
 from timm_mobileformer import checkpoint_filter_fn
 from timm_mobileformer.info import count_madds, count_params, format_table, measure
 from timm_mobileformer.mobileformer import DynamicReLU, MobileFormerBlock, MobileToFormer

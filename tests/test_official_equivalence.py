@@ -2,7 +2,6 @@
 import pytest
 import timm
 import torch
-
 from official import GOLDEN_VARIANTS, golden_inputs, official_state_dict
 
 

@@ -6,11 +6,11 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Dict, List, NamedTuple, Tuple
+from typing import NamedTuple
 
 import pytest
-
 from cli_util import error_line, folder_state
+
 from timm_mobileformer.outputs import STAGING_MARK, staged
 
 REPO_ROOT = Path(__file__).parent.parent
@@ -33,7 +33,7 @@ class StoppedRun(NamedTuple):
     stderr: str
 
 
-def staging_names(folder: Path) -> List[Path]:
+def staging_names(folder: Path) -> list[Path]:
     return [p for p in folder.iterdir() if STAGING_MARK in p.name]
 
 
@@ -43,7 +43,7 @@ def default_sigint() -> None:
     signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
-def start_command(argv: List[str], work: Path) -> subprocess.Popen:
+def start_command(argv: list[str], work: Path) -> subprocess.Popen:
     """The real command, as a user starts it, in `work`."""
     env = dict(os.environ, OMP_NUM_THREADS='1',
                PYTHONPATH=os.pathsep.join([str(REPO_ROOT), os.environ.get('PYTHONPATH', '')]))
@@ -51,7 +51,7 @@ def start_command(argv: List[str], work: Path) -> subprocess.Popen:
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, preexec_fn=default_sigint)
 
 
-def stop_each_when_staging(runs: Dict[Tuple[str, str], Tuple[subprocess.Popen, Path]]) -> Dict[Tuple[str, str], str]:
+def stop_each_when_staging(runs: dict[tuple[str, str], tuple[subprocess.Popen, Path]]) -> dict[tuple[str, str], str]:
     """Send each run its signal as soon as a staging name appears under its work/new; the runs that finished
     or stalled before that → why."""
     waiting, missed = dict(runs), {}
@@ -69,13 +69,13 @@ def stop_each_when_staging(runs: Dict[Tuple[str, str], Tuple[subprocess.Popen, P
 
 
 @pytest.fixture(scope='module')
-def user_files_before(user_files) -> Dict[str, str]:
+def user_files_before(user_files) -> dict[str, str]:
     """The user's files as they were before any command of this module ran."""
     return folder_state(user_files['folder'])
 
 
 @pytest.fixture(scope='module')
-def stopped_runs(user_files, user_files_before, tmp_path_factory) -> Dict[Tuple[str, str], StoppedRun]:
+def stopped_runs(user_files, user_files_before, tmp_path_factory) -> dict[tuple[str, str], StoppedRun]:
     """(command, signal name) → how the command ended when stopped mid-run by that signal. All six start at
     once, so that their start-up (mostly imports) overlaps; after `user_files_before` was taken."""
     runs = {}

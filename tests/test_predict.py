@@ -1,17 +1,16 @@
 """`timm-mobileformer predict`: top-5 ImageNet classes with names, from the Hub or a local checkpoint."""
 import re
 from pathlib import Path
-from typing import List
 
 import numpy as np
 import pytest
 import torch
+from cli_util import error_line, run_cli
+from conftest import SIX_CLASS_NAMES
 from PIL import Image
 from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD, ImageNetInfo
 from torchvision import transforms as T
 
-from cli_util import error_line, run_cli
-from conftest import SIX_CLASS_NAMES
 from timm_mobileformer.cli import main
 from timm_mobileformer.hub import hub_id
 from timm_mobileformer.predict import load_model, predict
@@ -31,12 +30,12 @@ def image(tmp_path) -> Path:
     return path
 
 
-def run_predict(args: List[str], capsys) -> List[str]:
+def run_predict(args: list[str], capsys) -> list[str]:
     assert main(['predict', *args]) == 0
     return capsys.readouterr().out.splitlines()
 
 
-def assert_top5_block(lines: List[str], image: Path) -> None:
+def assert_top5_block(lines: list[str], image: Path) -> None:
     """The image's name, then five ranked classes with ImageNet synsets and their names, best first."""
     assert lines[0] == str(image) and len(lines) == 6
     info = ImageNetInfo()
@@ -97,7 +96,7 @@ def test_preprocessing_is_the_cfgs_resize_crop_and_normalisation(converted, imag
     torch.testing.assert_close(torch.tensor([p for p, _ in prediction]), expected.values)
 
 
-def predict_error(args: List[str], code: int = 1) -> str:
+def predict_error(args: list[str], code: int = 1) -> str:
     return error_line(['predict', *args], code)
 
 

@@ -7,14 +7,13 @@ import socket
 import subprocess
 import sys
 from pathlib import Path
-from typing import Dict, List
 
 import pytest
 import torch
 import torch.nn as nn
+from cli_util import error_line
 from torch.nn.parallel import DistributedDataParallel
 
-from cli_util import error_line
 from timm_mobileformer.cli import main
 from timm_mobileformer.run import CpuFriendlyDistributedDataParallel
 
@@ -61,17 +60,17 @@ def stand_in(tmp_path: Path) -> Path:
     return script
 
 
-def launch(prefix: List[str], script: Path) -> None:
+def launch(prefix: list[str], script: Path) -> None:
     env = dict(os.environ, OMP_NUM_THREADS='1')
     cmd = [*prefix, '-m', 'timm_mobileformer', 'run', str(script), *SCRIPT_ARGS]
     subprocess.run(cmd, check=True, env=env, cwd=script.parent.parent, timeout=240)
 
 
-def read_report(script: Path, rank: int) -> Dict:
+def read_report(script: Path, rank: int) -> dict:
     return json.loads((script.parent / f'report_{rank}.json').read_text())
 
 
-def check_report(report: Dict, script: Path) -> None:
+def check_report(report: dict, script: Path) -> None:
     assert report['name'] == '__main__'
     assert report['argv'] == [str(script), *SCRIPT_ARGS]
     assert report['has_model'] is True

@@ -3,12 +3,11 @@ of timm's repository (a file:// URL, and the same folder served over HTTP on loc
 import functools
 import http.server
 import threading
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import pytest
 import timm
-
 from cli_util import error_line, run_cli
 from conftest import SCRIPTS
 

@@ -6,9 +6,9 @@ import pytest
 import timm
 import torch
 import torch.nn as nn
+from official import GOLDEN_VARIANTS, golden_inputs, official_state_dict
 from timm.utils import reparameterize_model
 
-from official import GOLDEN_VARIANTS, golden_inputs, official_state_dict
 from timm_mobileformer.attention import token_attention
 from timm_mobileformer.layers.ops import dynamic_relu
 from timm_mobileformer.mobileformer import DynamicReLU, model_cfgs
@@ -159,7 +159,8 @@ def test_attention_maps_survive_fusing():
     with torch.no_grad():
         _, ref = token_attention(model, x)
         _, fused = token_attention(copy.deepcopy(model).fuse(), x)
-    for maps, ref_maps in ((fused.mobile_to_former, ref.mobile_to_former), (fused.former_to_mobile, ref.former_to_mobile)):
+    pairs = ((fused.mobile_to_former, ref.mobile_to_former), (fused.former_to_mobile, ref.former_to_mobile))
+    for maps, ref_maps in pairs:
         assert maps.keys() == ref_maps.keys()
         for k in maps:
             assert torch.allclose(maps[k], ref_maps[k], atol=1e-5), k

@@ -8,20 +8,20 @@ import os
 import socket
 from argparse import Namespace
 from pathlib import Path
-from typing import Dict, Optional, Tuple
+from typing import Optional
 
 import pytest
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 import torch.nn as nn
-
 from timm import create_model, utils
 from timm.data import Mixup, create_dataset, create_loader
 from timm.loss import SoftTargetCrossEntropy
 from timm.optim import create_optimizer_v2
 from timm.scheduler import create_scheduler_v2
 from timm.task import ClassificationTask
+
 from timm_mobileformer.demo_data import CLASSES, make_demo_data
 from timm_mobileformer.machine import native_bf16
 from timm_mobileformer.run import allow_cpu_device_ids
@@ -90,7 +90,7 @@ def training_autocast() -> torch.autocast:
 
 
 def train_epoch(task: ClassificationTask, loader, optimizer: torch.optim.Optimizer, mixup: Mixup, scheduler,
-                num_updates: int, max_updates: Optional[int] = None) -> Tuple[int, float]:
+                num_updates: int, max_updates: Optional[int] = None) -> tuple[int, float]:
     """train.py's `train_one_epoch` without accumulation or logging: (updates done so far, last loss)."""
     task.get_trainable_module().train()
     loss = torch.tensor(float('nan'))
@@ -218,7 +218,7 @@ def ddp_worker(rank: int, world_size: int, port: int, root: str, out_dir: str) -
 
 def test_two_process_gloo_ddp_ends_with_identical_weights(demo: Path, tmp_path: Path):
     mp.spawn(ddp_worker, args=(2, free_port(), str(demo), str(tmp_path)), nprocs=2, join=True)
-    ranks: Dict[int, dict] = {r: torch.load(tmp_path / f'rank{r}.pt', weights_only=True) for r in (0, 1)}
+    ranks: dict[int, dict] = {r: torch.load(tmp_path / f'rank{r}.pt', weights_only=True) for r in (0, 1)}
     assert set(ranks[0]['indices']).isdisjoint(ranks[1]['indices'])  # each rank trains on its own shard
     for key in ('start', 'end'):
         state0, state1 = ranks[0][key], ranks[1][key]

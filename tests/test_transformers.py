@@ -1,17 +1,17 @@
 """transformers' timm wrapper on a converted folder: the classifier, the backbone and the model card's pipeline
 snippet give timm's numbers, with ImageNet class names."""
 import re
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Dict, Iterator
 
 import numpy as np
 import pytest
 import timm
 import torch
+from conftest_hub import authors_state_dict, one_torch_thread, save_authors_checkpoint
 from PIL import Image
 from timm.data import ImageNetInfo, create_transform, resolve_model_data_config
 
-from conftest_hub import authors_state_dict, one_torch_thread, save_authors_checkpoint
 from timm_mobileformer.convert import convert
 from timm_mobileformer.hub import hub_id
 
@@ -73,7 +73,7 @@ def test_backbone_gives_timms_pooled_embedding(folder):
 def test_model_card_pipeline_gives_timms_top5_with_imagenet_names(folder, timm_model):
     img = Image.fromarray(np.random.default_rng(0).integers(0, 256, (240, 320, 3), dtype=np.uint8))
     snippet = card_transformers_snippet(folder).replace(repr(hub_id(VARIANT)), repr(str(folder)))
-    namespace: Dict[str, object] = {'img': img}
+    namespace: dict[str, object] = {'img': img}
     exec(snippet, namespace)  # the card's own lines, on the local folder instead of the Hub repo
     top5 = namespace['top5']
     transform = create_transform(**resolve_model_data_config(timm_model), is_training=False)

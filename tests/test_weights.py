@@ -3,13 +3,13 @@ import argparse
 import os
 import time
 from pathlib import Path
-from typing import Dict
 
 import numpy as np
 import pytest
-import torch
-
 import timm
+import torch
+from official import seeded_state_dict
+
 import timm_mobileformer.mobileformer as mf
 from timm_mobileformer import CheckpointError, MobileFormerError
 from timm_mobileformer.attention import load_with_note
@@ -17,10 +17,13 @@ from timm_mobileformer.convert import load_checkpoint_model
 from timm_mobileformer.detection import MobileFormerFPN
 from timm_mobileformer.predict import load_model as predict_model
 from timm_mobileformer.weights import (
-    VARIANTS, create_from_checkpoint, detect_variant, load_checkpoint, read_state_dict, resolve_model_name,
+    VARIANTS,
+    create_from_checkpoint,
+    detect_variant,
+    load_checkpoint,
+    read_state_dict,
+    resolve_model_name,
 )
-
-from official import seeded_state_dict
 
 pytestmark = pytest.mark.usefixtures('single_thread')
 
@@ -61,7 +64,7 @@ def test_detection_says_none_for_other_networks():
     assert detect_variant(timm.create_model('mobilenetv3_small_050').state_dict()) is None
 
 
-def _train_py_checkpoint(folder: Path) -> Dict[str, object]:
+def _train_py_checkpoint(folder: Path) -> dict[str, object]:
     """A checkpoint as timm's train.py writes it with --model-ema: model and EMA weights differ, args is a
     Namespace, the metric a numpy float."""
     model = timm.create_model('mobileformer_26m', num_classes=6)
@@ -79,11 +82,11 @@ def _train_py_checkpoint(folder: Path) -> Dict[str, object]:
 
 
 @pytest.fixture(scope='module')
-def train_checkpoint(tmp_path_factory) -> Dict[str, object]:
+def train_checkpoint(tmp_path_factory) -> dict[str, object]:
     return _train_py_checkpoint(tmp_path_factory.mktemp('train'))
 
 
-def _same(model_state: Dict[str, torch.Tensor], expected: Dict[str, torch.Tensor], prefix: str = '') -> bool:
+def _same(model_state: dict[str, torch.Tensor], expected: dict[str, torch.Tensor], prefix: str = '') -> bool:
     return all(torch.equal(v, expected[prefix + k]) for k, v in model_state.items()
                if not k.endswith('num_batches_tracked'))
 

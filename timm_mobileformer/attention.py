@@ -10,23 +10,24 @@ column per token) overlaid on the image, in the spirit of the paper's Fig. 6.
 """
 import textwrap
 import warnings
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from functools import partial
-from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple
+from typing import Any, Optional
 
 import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from PIL import Image, ImageDraw, ImageFont
-
 from timm.data import create_transform, resolve_data_config
+
 from .errors import MobileFormerError, one_line
 from .hub import WeightsUnreachableError
-from .predict import labeller, load_model, read_image
 from .layers.fused import FusedFormerToMobile, FusedMobileToFormer
 from .mobileformer import FormerToMobile, MobileFormer, MobileFormerBlock, MobileToFormer
+from .predict import labeller, load_model, read_image
 
 __all__ = ['TokenAttention', 'record_attention', 'token_attention', 'render_attention_grid', 'GridLayout',
            'RandomWeightsWarning']
@@ -50,8 +51,8 @@ class TokenAttention:
     - `mobile_to_former`: token m's softmax over the pixels of the block's *input* map; sums to 1 over (H, W).
     - `former_to_mobile`: each pixel of the block's *Mobile output* map over the tokens; sums to 1 over M.
     """
-    mobile_to_former: Dict[str, torch.Tensor] = field(default_factory=dict)
-    former_to_mobile: Dict[str, torch.Tensor] = field(default_factory=dict)
+    mobile_to_former: dict[str, torch.Tensor] = field(default_factory=dict)
+    former_to_mobile: dict[str, torch.Tensor] = field(default_factory=dict)
 
 
 def _owner(name: str) -> str:
@@ -59,7 +60,7 @@ def _owner(name: str) -> str:
     return name.rpartition('.')[0]
 
 
-def _record_hook(store: Dict[str, torch.Tensor], key: str, module: nn.Module, args: Tuple, kwargs: Dict) -> None:
+def _record_hook(store: dict[str, torch.Tensor], key: str, module: nn.Module, args: tuple, kwargs: dict) -> None:
     """Forward pre-hook: recompute the bridge's explicit attention from its inputs and keep it as a map."""
     inputs = dict(zip(('x', 'tokens'), args), **kwargs)
     x = inputs['x']
@@ -97,14 +98,14 @@ def record_attention(model: nn.Module) -> Iterator[TokenAttention]:
             handle.remove()
 
 
-def token_attention(model: nn.Module, x: torch.Tensor) -> Tuple[Any, TokenAttention]:
+def token_attention(model: nn.Module, x: torch.Tensor) -> tuple[Any, TokenAttention]:
     """Run `model(x)` once and return its output together with every bridge's attention maps."""
     with record_attention(model) as maps:
         out = model(x)
     return out, maps
 
 
-def default_blocks(model: MobileFormer) -> List[str]:
+def default_blocks(model: MobileFormer) -> list[str]:
     """The last Mobile-Former block of each stride and the final bridge: one row per resolution."""
     last_blocks = [end - 1 for end in model.stage_ends if end > 0]
     return [f'blocks.{i}' for i in last_blocks if isinstance(model.blocks[i], MobileFormerBlock)] + [MERGE]
@@ -124,12 +125,12 @@ class GridLayout:
     def title_h(self) -> int:
         return self.title_lines * self.line_h + self.gap
 
-    def size(self, rows: int, cols: int) -> Tuple[int, int]:
+    def size(self, rows: int, cols: int) -> tuple[int, int]:
         width = self.row_label_w + cols * (self.cell + self.gap)
         height = self.title_h + rows * (self.label_h + self.cell + self.gap)
         return width, height
 
-    def cell_origin(self, row: int, col: int) -> Tuple[int, int]:
+    def cell_origin(self, row: int, col: int) -> tuple[int, int]:
         """Top-left corner of a cell's label band; the map sits `label_h` below it."""
         x = self.row_label_w + col * (self.cell + self.gap)
         return x, self.title_h + row * (self.label_h + self.cell + self.gap)
@@ -158,7 +159,7 @@ def _font(size: int) -> ImageFont.ImageFont:
     return ImageFont.load_default(size=size)
 
 
-def _wrap(text: str, font: ImageFont.ImageFont, width: int, max_lines: int) -> List[str]:
+def _wrap(text: str, font: ImageFont.ImageFont, width: int, max_lines: int) -> list[str]:
     """Greedy word wrap to a pixel width; the last allowed line is cut with an ellipsis if needed."""
     chars = max(8, int(width / max(font.getlength('x'), 1)))
     lines = []
@@ -176,7 +177,7 @@ def _row_name(key: str) -> str:
 
 def render_attention_grid(
         image: Image.Image,
-        maps: Dict[str, torch.Tensor],
+        maps: dict[str, torch.Tensor],
         rows: Sequence[str],
         title: str,
         uniform_over: str = 'pixels',
@@ -218,7 +219,7 @@ def render_attention_grid(
 
 
 def load_with_note(variant: Optional[str] = None, checkpoint: Optional[str] = None, random_init: bool = False,
-                   use_ema: bool = True) -> Tuple[nn.Module, str]:
+                   use_ema: bool = True) -> tuple[nn.Module, str]:
     """`predict.load_model`'s classifier and a note on its weights for the title: a local file, else the Hub,
     else random init.
 
@@ -238,7 +239,7 @@ def load_with_note(variant: Optional[str] = None, checkpoint: Optional[str] = No
     return model, f"weights: {cfg.get('hf_hub_id') or cfg.get('url')}"
 
 
-def prepare_image(model: nn.Module, path: str) -> Tuple[torch.Tensor, Image.Image]:
+def prepare_image(model: nn.Module, path: str) -> tuple[torch.Tensor, Image.Image]:
     """The model's eval input for an image file, and that same crop as a picture (mean/std undone)."""
     config = resolve_data_config(model=model)
     x = create_transform(**config)(read_image(path)).unsqueeze(0)
@@ -248,7 +249,7 @@ def prepare_image(model: nn.Module, path: str) -> Tuple[torch.Tensor, Image.Imag
     return x, Image.fromarray(pixels)
 
 
-def parse_blocks(requested: Sequence[str], model: MobileFormer, available: Sequence[str]) -> List[str]:
+def parse_blocks(requested: Sequence[str], model: MobileFormer, available: Sequence[str]) -> list[str]:
     """Turn `--blocks` (block indices, 'merge' or 'all') into map keys, failing with the valid choices."""
     if not requested:
         return [k for k in default_blocks(model) if k in available]
@@ -262,7 +263,7 @@ def parse_blocks(requested: Sequence[str], model: MobileFormer, available: Seque
     return keys
 
 
-def bridge_keys(model: MobileFormer, bridge: str = 'm2f') -> List[str]:
+def bridge_keys(model: MobileFormer, bridge: str = 'm2f') -> list[str]:
     """The map keys a forward pass records for `bridge` ('m2f' or 'f2m'), known before running it."""
     keys = [f'blocks.{i}' for i, block in enumerate(model.blocks) if isinstance(block, MobileFormerBlock)]
     return keys + [MERGE] if bridge == 'm2f' else keys
@@ -278,7 +279,7 @@ def draw_attention(
         per_head: bool = False,
         cell_size: int = 128,
         use_ema: bool = True,
-) -> Tuple[Image.Image, str, List[str]]:
+) -> tuple[Image.Image, str, list[str]]:
     """The attention grid of one image: (picture, title, row keys). Bad blocks and images fail before the
     model runs."""
     if bridge not in ('m2f', 'f2m'):

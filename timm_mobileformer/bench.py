@@ -24,20 +24,21 @@ import os
 import statistics
 import tempfile
 import time
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from functools import partial
 from pathlib import Path
-from typing import Callable, ClassVar, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple, Type
+from typing import Callable, ClassVar, Optional
 
+import timm
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-
-import timm
 from timm.utils import reparameterize_model
 
-from .deploy import executorch, onnx as onnx_export, ort
+from .deploy import executorch, ort
+from .deploy import onnx as onnx_export
 from .deploy.export import missing_onnx_packages
 from .errors import MobileFormerError, one_line
 from .info import count_madds
@@ -59,13 +60,13 @@ class Cell:
     """The measurements of one (mode, batch size): per model, img/s of each round."""
     mode: str
     batch_size: int
-    calls_per_round: Dict[str, int] = field(default_factory=dict)
-    rounds: Dict[str, List[float]] = field(default_factory=dict)
+    calls_per_round: dict[str, int] = field(default_factory=dict)
+    rounds: dict[str, list[float]] = field(default_factory=dict)
 
     def ips(self, name: str) -> float:
         return statistics.median(self.rounds[name])
 
-    def ratio(self, name: str, peer: str) -> Tuple[float, float, float]:
+    def ratio(self, name: str, peer: str) -> tuple[float, float, float]:
         """Median, min and max over rounds of img/s of `name` over img/s of `peer` in the same round."""
         pairs = [a / b for a, b in zip(self.rounds[name], self.rounds[peer])]
         return statistics.median(pairs), min(pairs), max(pairs)
@@ -103,7 +104,7 @@ def make_call(model: nn.Module, mode: str, batch_size: int, img_size: int) -> Ca
     return step
 
 
-def time_calls(call: Callable[[], None], n: int) -> List[float]:
+def time_calls(call: Callable[[], None], n: int) -> list[float]:
     times = []
     for _ in range(n):
         start = time.perf_counter()
@@ -152,7 +153,7 @@ class ForeignLoad:
         self.start = self._sample()
 
     @staticmethod
-    def _sample() -> Optional[Tuple[float, float, float]]:
+    def _sample() -> Optional[tuple[float, float, float]]:
         try:
             with open('/proc/stat') as f:
                 fields = [int(v) for v in f.readline().split()[1:]]
@@ -171,22 +172,22 @@ class ForeignLoad:
         return max(0., busy - own) / (wall * (os.cpu_count() or 1))
 
 
-def load_average() -> Optional[Tuple[float, float, float]]:
+def load_average() -> Optional[tuple[float, float, float]]:
     return os.getloadavg() if hasattr(os, 'getloadavg') else None
 
 
-def machine() -> Dict[str, object]:
+def machine() -> dict[str, object]:
     """bench.json's machine record: `machine.describe()` (CPU, vector extensions, native bf16, versions and the
     package's commit), torch's thread count and the load average at the start."""
     return dict(describe(), torch_threads=torch.get_num_threads(), loadavg_start=load_average())
 
 
-def machine_line(env: Dict[str, object]) -> str:
+def machine_line(env: dict[str, object]) -> str:
     return (f"{summary_line(env)}; {env['torch_threads']} torch threads, torch {env['torch']}, timm {env['timm']}; "
             f"load average {env['loadavg_start']}")
 
 
-def summarize(cells: List[Cell], variants: Sequence[str], peers: Sequence[str], madds: Dict[str, int]) -> List[dict]:
+def summarize(cells: list[Cell], variants: Sequence[str], peers: Sequence[str], madds: dict[str, int]) -> list[dict]:
     """One row per (mode, batch size, model): img/s and, for Mobile-Former, ratios to every peer."""
     rows = []
     for cell in cells:
@@ -203,7 +204,7 @@ def summarize(cells: List[Cell], variants: Sequence[str], peers: Sequence[str], 
     return rows
 
 
-def format_table(rows: List[dict], peers: Sequence[str]) -> str:
+def format_table(rows: list[dict], peers: Sequence[str]) -> str:
     header = ['mode', 'batch', 'model', 'img/s'] + [h for p in peers for h in (f'x {p}', f'per MAdd vs {p}')]
     lines = [header]
     for r in rows:
@@ -227,7 +228,7 @@ def top1(name: str) -> Optional[float]:
     return PEER_PAPER_TOP1.get(name)
 
 
-def _ticks(lo: float, hi: float, n: int = 5) -> List[float]:
+def _ticks(lo: float, hi: float, n: int = 5) -> list[float]:
     """Round tick values covering [lo, hi], about n of them."""
     step = 10 ** math.floor(math.log10((hi - lo) / n))
     step *= next(m for m in (1, 2, 5, 10) if (hi - lo) / (step * m) <= n)
@@ -241,7 +242,7 @@ def chart_label(name: str) -> str:
     return name.replace('mobileformer_', 'MF-') if name in model_cfgs else name
 
 
-def x_axis_end(points: Sequence[Tuple[float, float]], x0: float, x1: float, limit: float) -> float:
+def x_axis_end(points: Sequence[tuple[float, float]], x0: float, x1: float, limit: float) -> float:
     """The img/s at the right end of a panel's axis (pixels x0..x1): 15% past the fastest model, and far enough
     that every label (`points`: img/s and label width in pixels) ends by the pixel `limit`. A label wider than
     three quarters of the axis gets no more room than that."""
@@ -253,7 +254,7 @@ def x_axis_end(points: Sequence[Tuple[float, float]], x0: float, x1: float, limi
     return end
 
 
-def draw_chart(rows: List[dict], top1: Callable[[str], Optional[float]], env: Dict[str, object], path: Path) -> None:
+def draw_chart(rows: list[dict], top1: Callable[[str], Optional[float]], env: dict[str, object], path: Path) -> None:
     """Paper top-1 against img/s, one panel per batch size, in the manner of the paper's speed figures:
     Mobile-Former variants joined by a line, peers as squares; every label whole, inside its panel."""
     from PIL import Image, ImageDraw, ImageFont
@@ -271,7 +272,7 @@ def draw_chart(rows: List[dict], top1: Callable[[str], Optional[float]], env: Di
         widths = [(r['img_s'], draw.textlength(chart_label(r['model']), font=font)) for r in panel]
         x_hi = x_axis_end(widths, x0, x1, (i + 1) * pw - 4)
 
-        def at(ips: float, acc: float) -> Tuple[float, float]:
+        def at(ips: float, acc: float, x0=x0, x1=x1, y0=y0, y1=y1, x_hi=x_hi) -> tuple[float, float]:
             return x0 + (x1 - x0) * ips / x_hi, y1 - (y1 - y0) * (acc - y_lo) / (y_hi - y_lo)
 
         draw.rectangle((x0, y0, x1, y1), outline='black')
@@ -304,10 +305,10 @@ def draw_chart(rows: List[dict], top1: Callable[[str], Optional[float]], env: Di
 @dataclass(frozen=True)
 class BenchRequest:
     """What `benchmark` was asked to time; `options` holds what only some runtime reads (its adapter checks it)."""
-    variants: Tuple[str, ...]
-    peers: Tuple[str, ...] = DEFAULT_PEERS
-    batch_sizes: Tuple[int, ...] = (1, 32)
-    modes: Tuple[str, ...] = DEFAULT_MODES
+    variants: tuple[str, ...]
+    peers: tuple[str, ...] = DEFAULT_PEERS
+    batch_sizes: tuple[int, ...] = (1, 32)
+    modes: tuple[str, ...] = DEFAULT_MODES
     rounds: int = 5
     round_time: float = 1.0
     img_size: int = 224
@@ -317,7 +318,7 @@ class BenchRequest:
     options: Mapping[str, object] = field(default_factory=dict)
 
     @property
-    def names(self) -> List[str]:
+    def names(self) -> list[str]:
         """Every model timed: the variants, then the peers that are not variants."""
         return list(self.variants) + [p for p in self.peers if p not in self.variants]
 
@@ -334,11 +335,11 @@ class Runtime:
     """
     name: ClassVar[str]
     supports_profile: ClassVar[bool] = False
-    option_names: ClassVar[Tuple[str, ...]] = ()  # the keys of `request.options` this runtime reads
+    option_names: ClassVar[tuple[str, ...]] = ()  # the keys of `request.options` this runtime reads
 
     def __init__(self, request: BenchRequest) -> None:
         self.request = request
-        self.profiles: Dict[str, object] = {}  # per model and batch size, for bench.json
+        self.profiles: dict[str, object] = {}  # per model and batch size, for bench.json
 
     def check(self) -> None:
         if self.request.profile and not self.supports_profile:
@@ -348,7 +349,7 @@ class Runtime:
         if unknown:
             raise MobileFormerError(f'{", ".join(unknown)}: not an option of --runtime {self.name}')
 
-    def cells(self) -> List[Tuple[str, int]]:
+    def cells(self) -> list[tuple[str, int]]:
         return [(self.name, b) for b in self.request.batch_sizes]
 
     def chart_mode(self) -> str:
@@ -361,7 +362,7 @@ class Runtime:
     def make_call(self, name: str, mode: str, batch_size: int) -> Callable[[], None]:
         raise NotImplementedError
 
-    def environment(self) -> Dict[str, object]:
+    def environment(self) -> dict[str, object]:
         return {}
 
 
@@ -378,7 +379,7 @@ class TorchRuntime(Runtime):
         if not self.cells():
             raise MobileFormerError('nothing to time: train needs a batch size of at least 2')
 
-    def cells(self) -> List[Tuple[str, int]]:
+    def cells(self) -> list[tuple[str, int]]:
         return [(m, b) for m in self.request.modes for b in self.request.batch_sizes if not (m == 'train' and b < 2)]
 
     def chart_mode(self) -> str:
@@ -396,7 +397,7 @@ class OnnxRuntime(Runtime):
 
     def __init__(self, request: BenchRequest) -> None:
         super().__init__(request)
-        self.sessions: Dict[Tuple[str, int], object] = {}
+        self.sessions: dict[tuple[str, int], object] = {}
 
     def check(self) -> None:
         super().check()
@@ -434,7 +435,7 @@ class OnnxRuntime(Runtime):
     def make_call(self, name: str, mode: str, batch_size: int) -> Callable[[], None]:
         return ort.make_call(self.sessions[name, batch_size], batch_size, self.request.img_size)
 
-    def environment(self) -> Dict[str, object]:
+    def environment(self) -> dict[str, object]:
         import onnxruntime
         return dict(onnxruntime=onnxruntime.__version__, ort_threads=self.request.threads or os.cpu_count())
 
@@ -451,7 +452,7 @@ class ExecutorchRuntime(Runtime):
 
     def __init__(self, request: BenchRequest) -> None:
         super().__init__(request)
-        self.modules: Dict[Tuple[str, int], object] = {}
+        self.modules: dict[tuple[str, int], object] = {}
 
     @property
     def quantize(self) -> Optional[str]:
@@ -469,7 +470,7 @@ class ExecutorchRuntime(Runtime):
             raise MobileFormerError(f'--calibration {folder}: holds no images: give a folder of images (JPEG, PNG, '
                                     f'...), e.g. one made by timm-mobileformer demo-data')
 
-    def cells(self) -> List[Tuple[str, int]]:
+    def cells(self) -> list[tuple[str, int]]:
         return [(self.name + (f' {self.quantize}' if self.quantize else ''), b) for b in self.request.batch_sizes]
 
     @contextmanager
@@ -505,20 +506,20 @@ class ExecutorchRuntime(Runtime):
     def make_call(self, name: str, mode: str, batch_size: int) -> Callable[[], None]:
         return executorch.make_call(self.modules[name, batch_size], batch_size, self.request.img_size)
 
-    def environment(self) -> Dict[str, object]:
+    def environment(self) -> dict[str, object]:
         from importlib.metadata import version
         return dict(executorch=version('executorch'), xnnpack_threads=self.request.threads or os.cpu_count(),
                     quantize=self.quantize or 'fp32')
 
 
 # a new runtime: a `Runtime` subclass and its entry here (the command's --runtime choices follow)
-RUNTIME_ADAPTERS: Dict[str, Type[Runtime]] = {
+RUNTIME_ADAPTERS: dict[str, type[Runtime]] = {
     'torch': TorchRuntime, 'onnxruntime': OnnxRuntime, 'executorch': ExecutorchRuntime,
 }
 RUNTIMES = tuple(RUNTIME_ADAPTERS)
 
 
-def check_peers(peers: Sequence[str]) -> List[str]:
+def check_peers(peers: Sequence[str]) -> list[str]:
     """timm model names, checked before any work."""
     unknown = [p for p in peers if not timm.is_model(p)]
     if unknown:
@@ -548,7 +549,7 @@ def check_request(runtime: Runtime, out: Path, overwrite: bool) -> Path:
     return out
 
 
-def measure_madds(names: Sequence[str], img_size: int) -> Dict[str, int]:
+def measure_madds(names: Sequence[str], img_size: int) -> dict[str, int]:
     """MAdds per image of every model; also a first forward of each, so a model that can't run fails here."""
     madds = {}
     for name in names:
@@ -560,7 +561,7 @@ def measure_madds(names: Sequence[str], img_size: int) -> Dict[str, int]:
     return madds
 
 
-def time_cells(runtime: Runtime, log: Log) -> Tuple[List[Cell], Optional[float]]:
+def time_cells(runtime: Runtime, log: Log) -> tuple[list[Cell], Optional[float]]:
     """Every cell of `runtime`, timed once it is prepared; and the share of the CPUs that other processes used
     meanwhile (None where it can't be read)."""
     request, todo = runtime.request, runtime.cells()

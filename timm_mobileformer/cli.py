@@ -9,7 +9,7 @@ writing and exit 130 / 143.
 import argparse
 import os
 import sys
-from typing import List, Optional
+from typing import Optional
 
 from .commands import attention, bench, convert, demo_data, export, fetch_scripts, info, predict, run
 from .commands._common import PROG, ArgumentParser, HelpFormatter, one_line
@@ -43,7 +43,7 @@ def _fail(command: str, message: str, code: int) -> int:
     return code
 
 
-def main(argv: Optional[List[str]] = None) -> int:
+def main(argv: Optional[list[str]] = None) -> int:
     args = build_parser().parse_args(argv)
     debug = args.debug or os.environ.get(DEBUG_ENV, '') not in ('', '0')
     try:

@@ -8,22 +8,21 @@ what to do; the command prints it and exits non-zero.
 """
 import json
 from pathlib import Path
-from typing import Any, Callable, Dict, Optional, Union
+from typing import Any, Callable, Optional, Union
 
+import timm
 import torch
 from huggingface_hub import HfApi, ModelCardData
 from huggingface_hub.errors import HFValidationError
 from huggingface_hub.utils import validate_repo_id
-
-import timm
 from timm.models import save_for_hf
 
 from . import __version__
+from .errors import MobileFormerError
 from .hub import AUTHORS_CHECKPOINT_URLS, WEIGHTS_FILENAME, WEIGHTS_LICENSE, authors_filename, hub_id
 from .info import count_madds, count_params
-from .errors import MobileFormerError
-from .outputs import check_output, staged
 from .mobileformer import MobileFormer, paper_results
+from .outputs import check_output, staged
 from .weights import create_from_checkpoint
 
 PathLike = Union[str, Path]
@@ -31,7 +30,8 @@ Log = Callable[[str], None]
 
 CITATION = """@inproceedings{chen2022mobileformer,
   title={Mobile-Former: Bridging MobileNet and Transformer},
-  author={Chen, Yinpeng and Dai, Xiyang and Chen, Dongdong and Liu, Mengchen and Dong, Xiaoyi and Yuan, Lu and Liu, Zicheng},
+  author={Chen, Yinpeng and Dai, Xiyang and Chen, Dongdong and Liu, Mengchen and Dong, Xiaoyi and Yuan, Lu and
+          Liu, Zicheng},
   booktitle={Proceedings of the IEEE/CVF Conference on Computer Vision and Pattern Recognition (CVPR)},
   year={2022}
 }"""
@@ -70,7 +70,7 @@ def load_checkpoint_model(
     return model
 
 
-def _details(details: Dict[str, Any]) -> str:
+def _details(details: dict[str, Any]) -> str:
     """timm's 'Model Details' list: one bullet per item, nested bullets for a dict."""
     lines = []
     for key, value in details.items():

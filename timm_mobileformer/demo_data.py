@@ -9,8 +9,8 @@ written to a temporary sibling folder that is renamed into place only when compl
 """
 import math
 import os
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Dict, List, Sequence, Tuple
 
 import numpy as np
 from PIL import Image, ImageDraw
@@ -18,36 +18,35 @@ from PIL import Image, ImageDraw
 from .errors import MobileFormerError
 from .outputs import check_output, staged
 
-
 SPLITS = ('train', 'validation')
 AREA_RANGE = (0.12, 0.28)  # shape area as a fraction of the image
 MIN_COLOUR_DISTANCE = 90.  # between shape and background colour, so the shape is always visible
 NOISE_STD_RANGE = (2., 10.)
 MIN_SIZE = 32  # the smallest input Mobile-Former takes
 
-Point = Tuple[float, float]
+Point = tuple[float, float]
 # a shape is a list of (polygon in unit coordinates, fill): fill 1 draws, 0 cuts a hole
-Shape = List[Tuple[List[Point], int]]
+Shape = list[tuple[list[Point], int]]
 
 
-def regular_polygon(n: int, radius: float = 1., phase: float = 0.) -> List[Point]:
+def regular_polygon(n: int, radius: float = 1., phase: float = 0.) -> list[Point]:
     return [(radius * math.cos(phase + 2 * math.pi * k / n), radius * math.sin(phase + 2 * math.pi * k / n))
             for k in range(n)]
 
 
-def star(points: int = 5, inner: float = 0.45) -> List[Point]:
+def star(points: int = 5, inner: float = 0.45) -> list[Point]:
     radii = [1. if k % 2 == 0 else inner for k in range(2 * points)]
     return [(r * math.cos(math.pi * k / points), r * math.sin(math.pi * k / points)) for k, r in enumerate(radii)]
 
 
-def cross(half_width: float = 0.33) -> List[Point]:
+def cross(half_width: float = 0.33) -> list[Point]:
     w = half_width
     quarter = [(1., -w), (1., w), (w, w)]  # one arm's tip and the inner corner after it
     return [(x * c - y * s, x * s + y * c) for c, s in ((1, 0), (0, 1), (-1, 0), (0, -1)) for x, y in quarter]
 
 
 # every shape fits in the unit disc, so a shape scaled by r fits in a circle of radius r
-SHAPES: Dict[str, Shape] = {
+SHAPES: dict[str, Shape] = {
     'circle': [(regular_polygon(64), 1)],
     'ring': [(regular_polygon(64), 1), (regular_polygon(64, 0.6), 0)],
     'triangle': [(regular_polygon(3), 1)],
@@ -55,7 +54,7 @@ SHAPES: Dict[str, Shape] = {
     'star': [(star(), 1)],
     'cross': [(cross(), 1)],
 }
-CLASSES: Tuple[str, ...] = tuple(SHAPES)
+CLASSES: tuple[str, ...] = tuple(SHAPES)
 
 
 def polygon_area(points: Sequence[Point]) -> float:

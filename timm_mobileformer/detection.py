@@ -13,17 +13,17 @@ As in torchvision, `num_classes` counts the background, so object labels run fro
 and BatchNorm is frozen when the backbone is pretrained (small detection batches can't estimate it).
 """
 from collections import OrderedDict
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from collections.abc import Sequence
+from typing import Any, Optional
 
+import timm
 import torch
 import torch.nn as nn
+from timm.layers import freeze_batch_norm_2d
 from torchvision.models.detection import FasterRCNN, RetinaNet
 from torchvision.models.detection.anchor_utils import AnchorGenerator
 from torchvision.ops import FeaturePyramidNetwork, MultiScaleRoIAlign
 from torchvision.ops.feature_pyramid_network import ExtraFPNBlock, LastLevelMaxPool, LastLevelP6P7
-
-import timm
-from timm.layers import freeze_batch_norm_2d
 
 from .weights import checkpoint_overlay
 
@@ -54,23 +54,23 @@ class MobileFormerFPN(nn.Module):
         defaults to whether the backbone is pretrained."""
         super().__init__()
         pretrained = pretrained or checkpoint is not None
-        body = timm.create_model(
-            variant, pretrained=pretrained, pretrained_cfg_overlay=checkpoint_overlay(checkpoint) if checkpoint else None,
-            features_only=True, out_indices=tuple(out_indices))
+        overlay = checkpoint_overlay(checkpoint) if checkpoint else None
+        body = timm.create_model(variant, pretrained=pretrained, pretrained_cfg_overlay=overlay, features_only=True,
+                                 out_indices=tuple(out_indices))
         self.body = freeze_batch_norm_2d(body) if (pretrained if freeze_bn is None else freeze_bn) else body
-        self.in_channels: List[int] = body.feature_info.channels()
-        self.strides: List[int] = body.feature_info.reduction()
+        self.in_channels: list[int] = body.feature_info.channels()
+        self.strides: list[int] = body.feature_info.reduction()
         self.feature_names = [str(i) for i in range(len(self.in_channels))]
         self.fpn = FeaturePyramidNetwork(self.in_channels, out_channels, extra_blocks=extra_blocks)
         self.out_channels = out_channels
 
     @property
-    def image_mean_std(self) -> Dict[str, Tuple[float, ...]]:
+    def image_mean_std(self) -> dict[str, tuple[float, ...]]:
         """The normalisation the backbone was (or would be) trained with, as torchvision detector kwargs."""
         cfg = self.body.pretrained_cfg
         return dict(image_mean=tuple(cfg['mean']), image_std=tuple(cfg['std']))
 
-    def forward(self, x: torch.Tensor) -> Dict[str, torch.Tensor]:
+    def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         return self.fpn(OrderedDict(zip(self.feature_names, self.body(x))))
 
 
@@ -80,7 +80,7 @@ def anchor_generator(strides: Sequence[int], size_per_stride: int, scales: Seque
     return AnchorGenerator(sizes, (ASPECT_RATIOS,) * len(strides))
 
 
-def _with_extra_levels(strides: Sequence[int], count: int) -> List[int]:
+def _with_extra_levels(strides: Sequence[int], count: int) -> list[int]:
     """The strides of the pyramid once `count` levels, each halving the last, are added on top."""
     return list(strides) + [strides[-1] * 2 ** (k + 1) for k in range(count)]
 

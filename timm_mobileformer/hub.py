@@ -8,12 +8,13 @@ published yet.
 Nothing here imports the model file: the model file imports this one for its cfgs.
 """
 import hashlib
-import socket
 import shutil
+import socket
 import threading
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager, nullcontext
 from pathlib import Path
-from typing import Any, Dict, Iterator, Optional, Sequence, Union
+from typing import Any, Optional, Union
 from urllib.parse import urlparse
 
 from huggingface_hub import constants as hf_constants
@@ -31,7 +32,7 @@ WEIGHTS_FILENAME = 'model.safetensors'
 WEIGHTS_LICENSE = 'unknown'
 
 # The authors' ImageNet-1k checkpoints (github.com/AAboys/MobileFormer README), one per variant.
-AUTHORS_CHECKPOINT_URLS: Dict[str, str] = {
+AUTHORS_CHECKPOINT_URLS: dict[str, str] = {
     'mobileformer_508m': 'https://drive.google.com/file/d/1bqLIcpbCaxK-Eb4wcxk0iJpFJ1nXfGuF/view?usp=sharing',
     'mobileformer_294m': 'https://drive.google.com/file/d/1JBSM7NJ60fN9TgT5sMnbhmbZwrzcBd0r/view?usp=sharing',
     'mobileformer_214m': 'https://drive.google.com/file/d/13MOjdIMMBJgqyq_ld-grRhBBHOFU5Ggd/view?usp=sharing',
@@ -138,8 +139,8 @@ def _offline() -> Iterator[None]:
 def explain_unreachable_weights(
         variant: str,
         pretrained: bool = False,
-        pretrained_cfg: Optional[Union[str, Dict[str, Any]]] = None,
-        pretrained_cfg_overlay: Optional[Dict[str, Any]] = None,
+        pretrained_cfg: Optional[Union[str, dict[str, Any]]] = None,
+        pretrained_cfg_overlay: Optional[dict[str, Any]] = None,
 ) -> Iterator[None]:
     """Build a model inside this block: Hub weights that can't be had become one WeightsUnreachableError.
 

@@ -1,14 +1,15 @@
 """`timm-mobileformer info`: build every variant and measure it live, beside the paper's numbers."""
-from typing import Any, Dict, List, Sequence, Tuple
+from collections.abc import Sequence
+from typing import Any
 
+import timm
 import torch
 import torch.nn as nn
 from torch.utils.flop_counter import FlopCounterMode
 
-import timm
 from .mobileformer import model_cfgs, paper_results
 
-VARIANTS: Tuple[str, ...] = tuple(model_cfgs)
+VARIANTS: tuple[str, ...] = tuple(model_cfgs)
 
 
 def _sdpa_flops(query_shape, key_shape, value_shape, *args, out_shape=None, **kwargs) -> int:
@@ -37,7 +38,7 @@ def count_madds(model: nn.Module, input_size: Sequence[int] = (3, 224, 224)) -> 
     return counter.get_total_flops() // 2
 
 
-def measure(variant: str, img_size: int = 224) -> Dict[str, Any]:
+def measure(variant: str, img_size: int = 224) -> dict[str, Any]:
     """Params, MAdds, logits shape and feature-map strides of one variant, measured on a fresh model."""
     model = timm.create_model(variant).eval()
     x = torch.randn(1, 3, img_size, img_size)
@@ -58,7 +59,7 @@ def measure(variant: str, img_size: int = 224) -> Dict[str, Any]:
     )
 
 
-def format_table(rows: List[Dict[str, Any]]) -> str:
+def format_table(rows: list[dict[str, Any]]) -> str:
     header = ('variant', 'params', 'MAdds (M)', 'output', 'feature strides', 'paper params', 'paper MAdds',
               'paper top-1')
     lines = [header]

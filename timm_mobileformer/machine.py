@@ -11,18 +11,18 @@ import os
 import platform
 import subprocess
 from pathlib import Path
-from typing import Dict, List, Optional, Tuple
+from typing import Optional
 
 __all__ = ['cpu_name', 'vector_extensions', 'native_bf16', 'package_version', 'describe', 'summary_line']
 
 DISTRIBUTION = 'timm-mobileformer'
 # (cpuinfo flag, readable name), in the order they are listed: x86 `flags`, then ARM `Features`
-X86_EXTENSIONS: Tuple[Tuple[str, str], ...] = (
+X86_EXTENSIONS: tuple[tuple[str, str], ...] = (
     ('sse4_2', 'SSE4.2'), ('avx', 'AVX'), ('avx2', 'AVX2'), ('fma', 'FMA'), ('avx_vnni', 'AVX-VNNI'),
     ('avx512f', 'AVX-512F'), ('avx512bw', 'AVX-512BW'), ('avx512vl', 'AVX-512VL'), ('avx512_vnni', 'AVX-512VNNI'),
     ('avx512_bf16', 'AVX512-BF16'), ('avx512_fp16', 'AVX512-FP16'), ('amx_bf16', 'AMX-BF16'), ('amx_int8', 'AMX-INT8'),
 )
-ARM_EXTENSIONS: Tuple[Tuple[str, str], ...] = (
+ARM_EXTENSIONS: tuple[tuple[str, str], ...] = (
     ('asimd', 'NEON'), ('neon', 'NEON'), ('asimddp', 'dotprod'), ('sve', 'SVE'), ('sve2', 'SVE2'), ('bf16', 'BF16'),
     ('i8mm', 'I8MM'),
 )
@@ -42,10 +42,10 @@ def read_cpuinfo() -> str:
         return ''
 
 
-def cpuinfo_fields(cpuinfo: Optional[str] = None) -> Dict[str, str]:
+def cpuinfo_fields(cpuinfo: Optional[str] = None) -> dict[str, str]:
     """`key: value` pairs of the first processor listed (all cores of one machine report the same flags)."""
     text = read_cpuinfo() if cpuinfo is None else cpuinfo
-    fields: Dict[str, str] = {}
+    fields: dict[str, str] = {}
     for line in text.splitlines():
         key, colon, value = line.partition(':')
         if colon:
@@ -64,12 +64,12 @@ def cpu_name(cpuinfo: Optional[str] = None) -> str:
     return platform.processor() or platform.machine() or 'unknown CPU'
 
 
-def vector_extensions(cpuinfo: Optional[str] = None) -> List[str]:
+def vector_extensions(cpuinfo: Optional[str] = None) -> list[str]:
     """The SIMD extensions that decide which kernels run (e.g. AVX2, AVX-512F, AMX-BF16; NEON, SVE, BF16),
     from cpuinfo's x86 `flags` or ARM `Features`; empty where cpuinfo is missing."""
     fields = cpuinfo_fields(cpuinfo)
     flags = set(fields.get('flags', '').split()) | set(fields.get('features', '').split())
-    names: List[str] = []
+    names: list[str] = []
     for flag, name in X86_EXTENSIONS + ARM_EXTENSIONS:
         if flag in flags and name not in names:
             names.append(name)
@@ -114,10 +114,10 @@ def package_version(checkout: Optional[Path] = None) -> str:
     return f'{version} (commit {commit})' if commit else version
 
 
-def describe(cpuinfo: Optional[str] = None) -> Dict[str, object]:
+def describe(cpuinfo: Optional[str] = None) -> dict[str, object]:
     """The machine and software a measurement depends on, as a JSON-ready record."""
-    import torch
     import timm
+    import torch
     return dict(
         cpu=cpu_name(cpuinfo), vector_extensions=vector_extensions(cpuinfo), native_bf16=native_bf16(cpuinfo),
         logical_cpus=os.cpu_count(), torch_cpu_capability=torch.backends.cpu.get_cpu_capability(),
@@ -126,7 +126,7 @@ def describe(cpuinfo: Optional[str] = None) -> Dict[str, object]:
     )
 
 
-def summary_line(record: Dict[str, object]) -> str:
+def summary_line(record: dict[str, object]) -> str:
     """One line for people, from a `describe()` record: CPU, extensions, native bf16, package version."""
     extensions = ', '.join(record['vector_extensions']) or 'unknown'
     bf16 = 'yes' if record['native_bf16'] else 'no (emulated: bf16 runs slower than fp32)'

@@ -13,27 +13,42 @@ authors' initialisation. `checkpoint_filter_fn` loads the authors' released chec
 """
 import math
 import re
-from functools import lru_cache
-from typing import Any, Dict, List, Optional, Sequence, Set, Tuple, Union
+from collections.abc import Sequence
+from functools import cache
+from typing import Any, Optional, Union
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-
 from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 from timm.layers import ClassifierHead, ConvNormAct, DropPath, SelectAdaptivePool2d, get_device_dtype
 from timm.models import (
-    build_model_with_cfg, checkpoint, generate_default_cfgs, register_model, register_notrace_function,
+    build_model_with_cfg,
+    checkpoint,
+    generate_default_cfgs,
+    register_model,
+    register_notrace_function,
     reparameterize_model,
 )
 
 from .errors import CheckpointError
 from .hub import (
-    AUTHORS_CHECKPOINT_URLS, WEIGHTS_FILENAME, WEIGHTS_LICENSE, authors_filename, explain_unreachable_weights, hub_id,
+    AUTHORS_CHECKPOINT_URLS,
+    WEIGHTS_FILENAME,
+    WEIGHTS_LICENSE,
+    authors_filename,
+    explain_unreachable_weights,
+    hub_id,
 )
 from .layers import fused
 from .layers.ops import (
-    channel_shuffle, dynamic_relu, merge_heads, pixel_heads, pixels_add_tokens, pixels_read_tokens, split_heads,
+    channel_shuffle,
+    dynamic_relu,
+    merge_heads,
+    pixel_heads,
+    pixels_add_tokens,
+    pixels_read_tokens,
+    split_heads,
     tokens_read_pixels,
 )
 from .pickles import allow_checkpoint_globals
@@ -41,7 +56,7 @@ from .pickles import allow_checkpoint_globals
 __all__ = ['MobileFormer']
 
 # (kind, expansion, out_chs, stride); kind is 'lite' (bneck-lite), 'down' (Mobile-Former↓) or 'mf'
-BlockCfg = Tuple[str, float, int, int]
+BlockCfg = tuple[str, float, int, int]
 
 
 @register_notrace_function
@@ -77,7 +92,7 @@ def check_batch_statistics(x: torch.Tensor, training: bool) -> None:
                          'least 2 images: call model.eval() for inference, or train with a larger batch.')
 
 
-def feature_indices(num_taps: int, indices: Optional[Union[int, List[int]]] = None) -> Tuple[List[int], int]:
+def feature_indices(num_taps: int, indices: Optional[Union[int, list[int]]] = None) -> tuple[list[int], int]:
     """timm's feature-tap selection: all taps for None, the last n for an int, those listed (negative from the
     end) for a sequence. Returns the absolute indices and the largest."""
     if indices is None:
@@ -87,7 +102,7 @@ def feature_indices(num_taps: int, indices: Optional[Union[int, List[int]]] = No
             raise ValueError(f'last-n ({indices}) is out of range (1 to {num_taps})')
         taken = [num_taps - indices + i for i in range(indices)]
     else:
-        taken: List[int] = []
+        taken: list[int] = []
         for i in indices:
             idx = num_taps + i if i < 0 else i
             if not 0 <= idx < num_taps:
@@ -146,7 +161,7 @@ class DynamicReLU(nn.Module):
         self.fc1 = nn.Linear(token_dim, token_dim // reduction, **dd)
         self.fc2 = nn.Linear(token_dim // reduction, 2 * channels, **dd)
 
-    def slopes(self, token: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+    def slopes(self, token: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Per-sample, per-channel slopes (k1, k2), each (B, C, 1, 1), from token (B, d):
         k1 = 2 a and k2 = 2 b - 1 for (a, b) = hard_sigmoid(MLP(token))."""
         k = F.hardsigmoid(self.fc2(F.relu(self.fc1(token)))) * 2.
@@ -309,7 +324,7 @@ class LiteBottleneck(nn.Module):
         self.shuffle = ChannelShuffle(in_chs) if pw_groups > 1 else nn.Identity()
         self.conv_pw = conv_norm(mid_chs, out_chs, groups=pw_groups, **dd)
 
-    def forward(self, x: torch.Tensor, tokens: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+    def forward(self, x: torch.Tensor, tokens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         out = self.conv_pw(self.shuffle(self.conv_dw(x)))
         if self.has_skip:
             out = out + x
@@ -426,7 +441,7 @@ class MobileFormerBlock(nn.Module):
                 in_chs, out_chs, exp_ratio, token_dim, pw_groups=pw_groups, drop_path=drop_path, **dd)
         self.former_to_mobile = FormerToMobile(out_chs, token_dim, bridge_heads, drop_path, **dd)
 
-    def forward(self, x: torch.Tensor, tokens: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+    def forward(self, x: torch.Tensor, tokens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         tokens = self.former(self.mobile_to_former(x, tokens))
         x = self.mobile(x, tokens[:, 0])
         return self.former_to_mobile(x, tokens), tokens
@@ -655,12 +670,12 @@ class MobileFormer(nn.Module):
         return self.eval()
 
     @torch.jit.ignore
-    def no_weight_decay(self) -> Set[str]:
+    def no_weight_decay(self) -> set[str]:
         # The authors decay the token table with the other 2-D weights; 1-D params are excluded by timm anyway.
         return set()
 
     @torch.jit.ignore
-    def group_matcher(self, coarse: bool = False) -> Dict[str, Any]:
+    def group_matcher(self, coarse: bool = False) -> dict[str, Any]:
         return dict(
             stem=r'^tokens|^stem',
             blocks=[(r'^blocks\.(\d+)', None), (r'^merge', (99999,))],
@@ -686,12 +701,12 @@ class MobileFormer(nn.Module):
     def forward_intermediates(
             self,
             x: torch.Tensor,
-            indices: Optional[Union[int, List[int]]] = None,
+            indices: Optional[Union[int, list[int]]] = None,
             norm: bool = False,
             stop_early: bool = False,
             output_fmt: str = 'NCHW',
             intermediates_only: bool = False,
-    ) -> Union[List[torch.Tensor], Tuple[torch.Tensor, List[torch.Tensor]]]:
+    ) -> Union[list[torch.Tensor], tuple[torch.Tensor, list[torch.Tensor]]]:
         """Forward features that returns intermediates.
 
         Args:
@@ -736,10 +751,10 @@ class MobileFormer(nn.Module):
 
     def prune_intermediate_layers(
             self,
-            indices: Union[int, List[int]] = 1,
+            indices: Union[int, list[int]] = 1,
             prune_norm: bool = False,
             prune_head: bool = True,
-    ) -> List[int]:
+    ) -> list[int]:
         """Prune the blocks past the last tap in `indices` and, with `prune_head`, the token merge and head."""
         take_indices, max_index = feature_indices(len(self.stage_ends), indices)
         num_blocks = self.stage_ends[max_index]
@@ -831,7 +846,7 @@ def _official_key(key: str) -> str:
     return key
 
 
-def _from_official(state_dict: Dict[str, Any]) -> Dict[str, Any]:
+def _from_official(state_dict: dict[str, Any]) -> dict[str, Any]:
     """Rename the authors' keys to ours; state dicts already in our names pass through unchanged."""
     if not any(k.startswith('features.') for k in state_dict):
         return dict(state_dict)
@@ -847,7 +862,7 @@ def _from_official(state_dict: Dict[str, Any]) -> Dict[str, Any]:
     return out
 
 
-def _unwrap(checkpoint: Dict[str, Any]) -> Dict[str, Any]:
+def _unwrap(checkpoint: dict[str, Any]) -> dict[str, Any]:
     """The weights inside a training-checkpoint envelope, chosen as timm's loaders do (EMA first), without a
     DDP `module.` prefix. timm's own loaders hand the filter an unwrapped dict, which passes through."""
     for envelope in ('state_dict_ema', 'model_ema', 'state_dict', 'model'):
@@ -857,19 +872,19 @@ def _unwrap(checkpoint: Dict[str, Any]) -> Dict[str, Any]:
     return {k[len('module.'):] if k.startswith('module.') else k: v for k, v in checkpoint.items()}
 
 
-def _shapes(state_dict: Dict[str, Any]) -> Dict[str, Tuple[int, ...]]:
+def _shapes(state_dict: dict[str, Any]) -> dict[str, tuple[int, ...]]:
     """Key → shape of the tensors that decide whether a state dict fits a variant."""
     return {k: tuple(v.shape) for k, v in state_dict.items()
             if torch.is_tensor(v) and not k.endswith('num_batches_tracked') and k not in _ADAPTABLE_KEYS}
 
 
-@lru_cache(maxsize=None)
-def _variant_shapes(variant: str) -> Dict[str, Tuple[int, ...]]:
+@cache
+def _variant_shapes(variant: str) -> dict[str, tuple[int, ...]]:
     """The deciding shapes of a variant, from a model built on the meta device (no memory, no init)."""
     return _shapes(MobileFormer(**model_cfgs[variant], device='meta').state_dict())
 
 
-def detect_variant(state_dict: Dict[str, Any]) -> Optional[str]:
+def detect_variant(state_dict: dict[str, Any]) -> Optional[str]:
     """Name the variant (e.g. 'mobileformer_294m') whose tensors these are, authors' or ours; None if none.
 
     One pass: the keys are converted once and their shapes compared with each variant's.
@@ -878,12 +893,12 @@ def detect_variant(state_dict: Dict[str, Any]) -> Optional[str]:
     return next((v for v in model_cfgs if _variant_shapes(v) == shapes), None)
 
 
-def _first_non_finite(state_dict: Dict[str, Any]) -> Optional[str]:
+def _first_non_finite(state_dict: dict[str, Any]) -> Optional[str]:
     return next((k for k, v in state_dict.items()
                  if torch.is_tensor(v) and v.is_floating_point() and not bool(torch.isfinite(v).all())), None)
 
 
-def checkpoint_filter_fn(state_dict: Dict[str, Any], model: MobileFormer) -> Dict[str, torch.Tensor]:
+def checkpoint_filter_fn(state_dict: dict[str, Any], model: MobileFormer) -> dict[str, torch.Tensor]:
     """Convert the authors' checkpoint (`mobile-former-<v>.pth.tar`) to this model's names.
 
     Accepts a training-checkpoint envelope (EMA weights first, as timm's loaders choose), a `module.` (DDP)
@@ -920,7 +935,7 @@ def _down(out_chs: int) -> BlockCfg:
 
 
 # The seven variants as the authors' code builds them: (kind, expansion, out_chs, stride) per block.
-model_cfgs: Dict[str, Dict[str, Any]] = dict(
+model_cfgs: dict[str, dict[str, Any]] = dict(
     mobileformer_508m=dict(
         blocks=(('lite', 2, 24, 1), _down(40), ('mf', 3, 40, 1), _down(72), ('mf', 3, 72, 1), _down(128),
                 ('mf', 4, 128, 1), ('mf', 6, 176, 1), ('mf', 6, 176, 1), _down(240), ('mf', 6, 240, 1),
@@ -960,7 +975,7 @@ model_cfgs: Dict[str, Dict[str, Any]] = dict(
 model_cfgs['mobileformer_26m'] = dict(model_cfgs['mobileformer_52m'], pw_groups=4)
 
 # The paper's numbers (abstract and the authors' README agree): params (M), MAdds (M), ImageNet top-1 (%)
-paper_results: Dict[str, Tuple[float, int, float]] = dict(
+paper_results: dict[str, tuple[float, int, float]] = dict(
     mobileformer_508m=(14.0, 508, 79.3),
     mobileformer_294m=(11.4, 294, 77.9),
     mobileformer_214m=(9.4, 214, 76.7),
@@ -971,7 +986,7 @@ paper_results: Dict[str, Tuple[float, int, float]] = dict(
 )
 
 
-def _cfg(**kwargs: Any) -> Dict[str, Any]:
+def _cfg(**kwargs: Any) -> dict[str, Any]:
     return {
         'num_classes': 1000, 'input_size': (3, 224, 224), 'pool_size': (7, 7),
         'crop_pct': 0.875, 'interpolation': 'bilinear',
@@ -985,7 +1000,7 @@ def _cfg(**kwargs: Any) -> Dict[str, Any]:
     }
 
 
-def _in1k_cfg(variant: str) -> Dict[str, Any]:
+def _in1k_cfg(variant: str) -> dict[str, Any]:
     """The authors' ImageNet-1k weights, converted to safetensors on the Hub (hub.py, RELEASING.md)."""
     top1 = paper_results[variant][2]
     return _cfg(

@@ -12,9 +12,10 @@ import secrets
 import shutil
 import signal
 import tempfile
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterable, Iterator, List, Optional, Sequence, Union
+from typing import Optional, Union
 
 from .errors import MobileFormerError
 
@@ -103,7 +104,7 @@ def check_output(
     return path
 
 
-def _make_parents(folder: Path) -> List[Path]:
+def _make_parents(folder: Path) -> list[Path]:
     """mkdir -p, returning the folders it created, outermost first."""
     missing = []
     while not folder.exists():
@@ -122,7 +123,7 @@ def _make_parents(folder: Path) -> List[Path]:
     return created
 
 
-def _remove_created(created: List[Path]) -> None:
+def _remove_created(created: list[Path]) -> None:
     for d in reversed(created):
         try:
             d.rmdir()

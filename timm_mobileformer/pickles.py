@@ -9,9 +9,10 @@ no advice to unpickle it some other way.
 import argparse
 import pickle
 import re
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator, List, Optional
+from typing import Optional
 
 import numpy as np
 import torch
@@ -21,14 +22,14 @@ from .errors import CheckpointError
 __all__ = ['CHECKPOINT_GLOBALS', 'allow_checkpoint_globals', 'refused_global']
 
 
-def _numpy_globals() -> List[object]:
+def _numpy_globals() -> list[object]:
     """numpy scalars and dtypes, under numpy 2's names and the numpy 1 names older pickles use."""
     scalar = np._core.multiarray.scalar if hasattr(np, '_core') else np.core.multiarray.scalar
     dtypes = [getattr(np.dtypes, name) for name in dir(np.dtypes) if name.endswith('DType')]
     return [scalar, (scalar, 'numpy.core.multiarray.scalar'), np.dtype, *dtypes]
 
 
-CHECKPOINT_GLOBALS: List[object] = [argparse.Namespace, *_numpy_globals()]
+CHECKPOINT_GLOBALS: list[object] = [argparse.Namespace, *_numpy_globals()]
 
 # torch names the refused global as 'GLOBAL posix.system'; timm's loader re-raises as 'Unsupported globals: ...'
 _REFUSED_GLOBAL = re.compile(r'(?:GLOBAL|Unsupported globals:) ([\w.]+)')

@@ -6,13 +6,13 @@ of classes). ImageNet-1k checkpoints get ImageNet's class names; others get the 
 `class <i>`.
 """
 import warnings
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Callable, List, Optional, Sequence, Tuple, Union
-
-import torch
-from PIL import Image
+from typing import Callable, Optional, Union
 
 import timm
+import torch
+from PIL import Image
 from timm.data import ImageNetInfo, create_transform, resolve_data_config
 
 from .errors import MobileFormerError
@@ -23,9 +23,9 @@ DEFAULT_VARIANT = 'mobileformer_294m'
 TOP_K = 5
 
 # (probability, class index) pairs, best first
-Prediction = List[Tuple[float, int]]
+Prediction = list[tuple[float, int]]
 # class index -> (label, description)
-Labeller = Callable[[int], Tuple[str, str]]
+Labeller = Callable[[int], tuple[str, str]]
 
 
 class ImageReadError(MobileFormerError, ValueError):
@@ -63,7 +63,7 @@ def read_image(path: Union[str, Path]) -> Image.Image:
                              f'file') from err
 
 
-def read_class_names(path: Union[str, Path], num_classes: int) -> List[str]:
+def read_class_names(path: Union[str, Path], num_classes: int) -> list[str]:
     """One class name per line (blank lines ignored), as many as the model has classes."""
     try:
         text = Path(path).read_text(encoding='utf-8')
@@ -87,7 +87,7 @@ def labeller(num_classes: int, class_names: Optional[Sequence[str]] = None) -> L
     return lambda i: (f'class {i}', '')
 
 
-def predict(model: MobileFormer, images: List[Image.Image], top_k: int = TOP_K) -> List[Prediction]:
+def predict(model: MobileFormer, images: list[Image.Image], top_k: int = TOP_K) -> list[Prediction]:
     """Top-k classes per image (at most the model's number of classes), preprocessed as the model's
     pretrained cfg says (resize, crop, mean/std)."""
     transform = create_transform(**resolve_data_config({}, model=model))

@@ -17,7 +17,7 @@ import logging
 import os
 import runpy
 import sys
-from typing import Any, List, Optional
+from typing import Any, Optional
 
 import torch
 import torch.nn as nn
@@ -25,7 +25,6 @@ from torch.nn.parallel import DistributedDataParallel
 
 from . import mobileformer  # noqa: F401  (registers the models)
 from .errors import MobileFormerError
-
 
 _logger = logging.getLogger(__name__)
 
@@ -38,7 +37,7 @@ def _on_cpu(module: nn.Module) -> bool:
 class CpuFriendlyDistributedDataParallel(DistributedDataParallel):
     """DistributedDataParallel that ignores `device_ids` and `output_device` when the module lives on CPU."""
 
-    def __init__(self, module: nn.Module, device_ids: Optional[List[Any]] = None, output_device: Any = None,
+    def __init__(self, module: nn.Module, device_ids: Optional[list[Any]] = None, output_device: Any = None,
                  *args: Any, **kwargs: Any):
         if (device_ids or output_device is not None) and _on_cpu(module):
             _logger.info('CPU module: dropping DistributedDataParallel device_ids=%s, output_device=%s',
@@ -52,7 +51,7 @@ def allow_cpu_device_ids() -> None:
     torch.nn.parallel.DistributedDataParallel = CpuFriendlyDistributedDataParallel
 
 
-def run_script(script: str, script_args: List[str]) -> None:
+def run_script(script: str, script_args: list[str]) -> None:
     """Run `script` as `python script *script_args` would, in this interpreter (models already registered)."""
     if not os.path.isfile(script):
         raise MobileFormerError(f'{script}: no such script: check the path (timm-mobileformer fetch-scripts DIR '

@@ -8,9 +8,10 @@ the Mobile-Former models first.
 import os
 import urllib.error
 import urllib.request
+from collections.abc import Sequence
 from contextlib import ExitStack
 from pathlib import Path
-from typing import Callable, Dict, Optional, Sequence, Union
+from typing import Callable, Optional, Union
 
 import timm
 
@@ -59,7 +60,7 @@ def fetch_scripts(
         names: Sequence[str] = SCRIPTS,
         overwrite: bool = False,
         log: Callable[[str], None] = lambda message: None,
-) -> Dict[str, Path]:
+) -> dict[str, Path]:
     """Download timm's scripts at `ref` (default: the installed version's tag) into `folder`; return name →
     path. Existing files are refused unless `overwrite`; nothing is written unless every script arrived and
     compiles."""

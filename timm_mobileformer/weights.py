@@ -12,12 +12,12 @@ is timm's: the EMA weights, unless `use_ema=False`. timm's `load_state_dict`, `l
 `pretrained_cfg_overlay=dict(file=...)` choose the same way.
 """
 from pathlib import Path
-from typing import Any, Dict, Optional, Union
+from typing import Any, Optional, Union
 
+import timm
 import torch
 from timm.models import is_model, list_pretrained, load_state_dict
 
-import timm
 from .errors import CheckpointError, MobileFormerError
 from .mobileformer import MobileFormer, checkpoint_filter_fn, detect_variant, model_cfgs
 from .pickles import allow_checkpoint_globals, refused_global, unsafe_message
@@ -58,7 +58,7 @@ def _corrupt_message(path: Path, err: BaseException) -> str:
     return f'{path}: not a readable checkpoint ({reason}): the file is truncated or corrupt; get a fresh copy'
 
 
-def read_state_dict(path: PathLike, use_ema: bool = True) -> Dict[str, torch.Tensor]:
+def read_state_dict(path: PathLike, use_ema: bool = True) -> dict[str, torch.Tensor]:
     """The weights in a local checkpoint file, keys as stored (authors' or ours), on the CPU.
 
     EMA weights when the file has them, unless `use_ema=False`. Raises CheckpointError for a missing,
@@ -84,14 +84,14 @@ def read_state_dict(path: PathLike, use_ema: bool = True) -> Dict[str, torch.Ten
     return state_dict
 
 
-def _filter(state_dict: Dict[str, Any], model: MobileFormer, path: Path) -> Dict[str, torch.Tensor]:
+def _filter(state_dict: dict[str, Any], model: MobileFormer, path: Path) -> dict[str, torch.Tensor]:
     try:
         return checkpoint_filter_fn(state_dict, model)
     except CheckpointError as err:
         raise CheckpointError(f'{path}: {err}') from err
 
 
-def _load_filtered(model: MobileFormer, state_dict: Dict[str, torch.Tensor], path: Path) -> None:
+def _load_filtered(model: MobileFormer, state_dict: dict[str, torch.Tensor], path: Path) -> None:
     """Strictly load a filtered state dict; a classifier or stem of another size is said plainly."""
     expected = model.state_dict()
     for key, arg in (('head.fc.weight', 'num_classes'), ('stem.conv.weight', 'in_chans')):
@@ -110,7 +110,7 @@ def load_checkpoint(model: MobileFormer, path: PathLike, use_ema: bool = True) -
     return model
 
 
-def checkpoint_overlay(path: PathLike, use_ema: bool = True) -> Dict[str, Any]:
+def checkpoint_overlay(path: PathLike, use_ema: bool = True) -> dict[str, Any]:
     """A `pretrained_cfg_overlay` that makes timm load a local checkpoint read by `read_state_dict`, for the
     builds where timm's own loading does more than ours (features_only, another num_classes or in_chans):
     `timm.create_model(name, pretrained=True, pretrained_cfg_overlay=checkpoint_overlay(path))`."""

@@ -8,8 +8,9 @@ import argparse
 import math
 import sys
 import warnings
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from typing import Callable, Iterator, Optional, Sequence, Type
+from typing import Callable, Optional
 
 from ..errors import MobileFormerError, one_line
 
@@ -163,7 +164,7 @@ def add_threads_argument(parser: argparse.ArgumentParser) -> None:
 
 
 @contextmanager
-def warnings_as_lines(category: Type[Warning]) -> Iterator[None]:
+def warnings_as_lines(category: type[Warning]) -> Iterator[None]:
     """Inside the block, every warning of `category` that library code gives is printed as one line on stderr,
     `warning: <message>`; other warnings are shown as Python shows them."""
     with warnings.catch_warnings():
@@ -182,6 +183,7 @@ def warnings_as_lines(category: Type[Warning]) -> Iterator[None]:
 def checkpoint_file(path: str) -> str:
     """A converted folder stands for its model.safetensors."""
     from pathlib import Path
+
     from ..hub import WEIGHTS_FILENAME
     p = Path(path)
     if p.is_dir():

@@ -5,8 +5,14 @@ from ..attention import RandomWeightsWarning, draw_attention, save_png
 from ..hub import WeightsUnreachableError
 from ..outputs import check_output, staged
 from ..predict import DEFAULT_VARIANT
-from ._common import add_checkpoint_argument, add_model_argument, add_output_argument, checkpoint_file, int_in, \
-    warnings_as_lines
+from ._common import (
+    add_checkpoint_argument,
+    add_model_argument,
+    add_output_argument,
+    checkpoint_file,
+    int_in,
+    warnings_as_lines,
+)
 
 COMMAND = 'attention'
 HELP = 'Draw the cross-attention of every global token over an image, one row per block, one column per token.'

@@ -6,8 +6,15 @@ import torch
 from ..bench import DEFAULT_MODES, DEFAULT_PEERS, MODES, RUNTIMES, benchmark
 from ..deploy.executorch import QUANTIZE
 from ..mobileformer import model_cfgs
-from ._common import add_img_size_argument, add_model_argument, add_output_argument, add_threads_argument, \
-    model_names, positive_float, positive_int
+from ._common import (
+    add_img_size_argument,
+    add_model_argument,
+    add_output_argument,
+    add_threads_argument,
+    model_names,
+    positive_float,
+    positive_int,
+)
 
 COMMAND = 'bench'
 HELP = 'Time Mobile-Former variants next to timm peers (img/s, ratios per MAdd); write bench.json and bench.png.'

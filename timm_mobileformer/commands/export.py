@@ -7,10 +7,10 @@ import timm
 import torch.nn as nn
 from timm.data import resolve_data_config
 
-from ..errors import MobileFormerError
 from ..deploy.executorch import QUANTIZE, calibration_images, image_files
 from ..deploy.export import FORMATS, check_export_format, export_to
 from ..deploy.program import MAX_SIZE, MIN_SIZE
+from ..errors import MobileFormerError
 from ..hub import WeightsUnreachableError
 from ..outputs import check_output
 from ..weights import create_from_checkpoint

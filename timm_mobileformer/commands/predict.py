@@ -3,8 +3,16 @@ import argparse
 import sys
 
 from ..hub import WeightsUnreachableError
-from ..predict import DEFAULT_VARIANT, TOP_K, format_prediction, labeller, load_model, predict, read_class_names, \
-    read_image
+from ..predict import (
+    DEFAULT_VARIANT,
+    TOP_K,
+    format_prediction,
+    labeller,
+    load_model,
+    predict,
+    read_class_names,
+    read_image,
+)
 from ._common import add_checkpoint_argument, add_model_argument, add_threads_argument, checkpoint_file, positive_int
 
 COMMAND = 'predict'

@@ -4,16 +4,18 @@ ExecuTorch's documented path: `torch.export.export` at a fixed batch and size, t
 with `XnnpackPartitioner`, then `.to_executorch()`. Mobile-Former is lowered from its XNNPACK runtime form
 (`xnnpack_form.py`), in which the partitioner takes every op; other timm models (the bench's peers) take the
 stock path from `reparameterize_model`. int8 is static quantization with XNNPACK's own quantizer (PT2E:
-symmetric, per-channel weights; Mobile-Former's convs, see `_quantizer`), calibrated on images read with the model's own preprocessing. Every program is
-loaded back in ExecuTorch's runtime and checked against PyTorch before it is kept. Needs the optional extra:
+symmetric, per-channel weights; Mobile-Former's convs, see `_quantizer`), calibrated on images read with the
+model's own preprocessing. Every program is loaded back in ExecuTorch's runtime and checked against PyTorch
+before it is kept. Needs the optional extra:
 `pip install "timm-mobileformer[executorch]"`.
 """
 import collections
 import importlib.util
 import os
 import tempfile
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Callable, Dict, List, Optional, Sequence, Tuple
+from typing import Callable, Optional
 
 import torch
 import torch.nn as nn
@@ -31,16 +33,15 @@ __all__ = [
 QUANTIZE = ('int8',)
 # an int8 program's logits against PyTorch's fp32 logits: the least cosine similarity it may show
 MIN_COSINE = 0.98
-# the nodes of a lowered program that are not computation: the delegate calls and the memory bookkeeping
-BOOKKEEPING = ('executorch_call_delegate', 'getitem', 'alloc', 'dim_order_ops', 'memory.view')
+# the operators outside a delegate that are not computation: the dim-order (memory format) copies
+NOT_COMPUTE = ('dim_order_ops::',)
 CHECK_IMAGES = 4
+MISSING_EXTRA = 'ExecuTorch programs need the executorch package: pip install "timm-mobileformer[executorch]"'
 
 
 def missing_executorch() -> Optional[str]:
     """One line naming the extra, or None when ExecuTorch is installed."""
-    if importlib.util.find_spec('executorch') is None:
-        return 'ExecuTorch export needs the executorch package: pip install "timm-mobileformer[executorch]"'
-    return None
+    return MISSING_EXTRA if importlib.util.find_spec('executorch') is None else None
 
 
 def require_executorch() -> None:
@@ -63,8 +64,10 @@ def _quantizer(form: nn.Module):
     only (the token side, the dynamic ReLUs and the softmaxes stay float; docs/deploy.md has the measurement),
     for any other model everywhere (the stock path)."""
     from executorch.backends.xnnpack.quantizer.xnnpack_quantizer import (
-        XNNPACKQuantizer, get_symmetric_quantization_config,
+        XNNPACKQuantizer,
+        get_symmetric_quantization_config,
     )
+
     from .xnnpack_form import XnnpackConvNorm, XnnpackMobileFormer, XnnpackMultiplierDepthwise
     config = get_symmetric_quantization_config(is_per_channel=True)
     if not isinstance(form, XnnpackMobileFormer):
@@ -99,26 +102,33 @@ def lower(form: nn.Module, example: torch.Tensor, calibration: Optional[Sequence
     return to_edge_transform_and_lower(program, partitioner=[XnnpackPartitioner()]).to_executorch()
 
 
-def ops_outside_delegate(program) -> Dict[str, int]:
-    """The compute ops a lowered program runs outside XNNPACK, by op name (none for a fully delegated one)."""
-    counts: Dict[str, int] = collections.Counter()
-    for node in program.exported_program().graph_module.graph.nodes:
-        name = str(node.target)
-        if node.op == 'call_function' and not any(part in name for part in BOOKKEEPING):
-            counts[name] += 1
+def ops_outside_delegate(program: bytes) -> dict[str, int]:
+    """The compute ops a .pte (its bytes) runs outside its delegates, by operator name, read from the program's own
+    instruction list: none for a fully delegated one (the memory-format copies ExecuTorch adds are not counted)."""
+    from executorch.exir._serialize._program import deserialize_pte_binary
+    pte = deserialize_pte_binary(program)
+    counts: dict[str, int] = collections.Counter()
+    for plan in getattr(pte, 'program', pte).execution_plan:
+        for chain in plan.chains:
+            for instruction in chain.instructions:
+                call = instruction.instr_args
+                name = plan.operators[call.op_index].name if type(call).__name__ == 'KernelCall' else ''
+                if name and not name.startswith(NOT_COMPUTE):
+                    counts[name] += 1
     return dict(counts)
 
 
-def image_files(folder: Path) -> List[Path]:
+def image_files(folder: Path) -> list[Path]:
     from PIL import Image
     extensions = {ext for ext, fmt in Image.registered_extensions().items() if fmt in Image.OPEN}
     return sorted(p for p in Path(folder).rglob('*') if p.suffix.lower() in extensions and p.is_file())
 
 
-def calibration_images(folder: Path, model: nn.Module, batch_size: int = 1, limit: int = 32) -> List[torch.Tensor]:
+def calibration_images(folder: Path, model: nn.Module, batch_size: int = 1, limit: int = 32) -> list[torch.Tensor]:
     """Up to `limit` images of `folder` (searched recursively), read with the model's own preprocessing (its data
     config: resize, crop, mean/std), as batches of `batch_size`."""
     from timm.data import create_transform, resolve_data_config
+
     from ..predict import read_image
     folder = Path(folder)
     if not folder.is_dir():
@@ -150,7 +160,7 @@ def make_call(module, batch_size: int, img_size: int) -> Callable[[], None]:
     return lambda: module.forward((x,))
 
 
-def _check(path: Path, model: nn.Module, inputs: Sequence[torch.Tensor], quantized: bool) -> Dict[str, float]:
+def _check(path: Path, model: nn.Module, inputs: Sequence[torch.Tensor], quantized: bool) -> dict[str, float]:
     """The program at `path`, run in ExecuTorch, against eager `model`: fp32 within MAX_REL_DIFF relative, int8
     with a cosine similarity of at least MIN_COSINE to the fp32 logits over `inputs`."""
     module = load_program(path)
@@ -180,7 +190,7 @@ def export_executorch(
         quantize: Optional[str] = None,
         calibration: Optional[Sequence[torch.Tensor]] = None,
         overwrite: bool = False,
-) -> Dict[str, float]:
+) -> dict[str, float]:
     """Write an ExecuTorch program for XNNPACK of `model` to `path` (.pte): input a float32 (batch_size, 3,
     img_size, img_size) batch preprocessed with the model's data config, output the logits. `quantize='int8'`
     needs `calibration` batches of that shape (see `calibration_images`). The program is refused if any compute
@@ -198,7 +208,7 @@ def export_executorch(
         raise MobileFormerError(f'calibration batches must be {shape}, as the program takes')
     example = torch.randn(*shape, generator=torch.Generator().manual_seed(0))
     program = lower(runtime_form(model, batch_size), example, calibration if quantize else None)
-    outside = ops_outside_delegate(program)
+    outside = ops_outside_delegate(program.buffer)
     if outside:
         raise MobileFormerError(f'{sum(outside.values())} ops stay outside XNNPACK ({", ".join(sorted(outside))}): '
                                 f'nothing was written; this is a timm-mobileformer bug, please report it')
@@ -209,11 +219,12 @@ def export_executorch(
 
 
 def profile_ops(path: Path, batch_size: int, img_size: int, threads: Optional[int] = None,
-                runs: int = 20) -> Tuple[List[Tuple[str, float, int]], int]:
+                runs: int = 20) -> tuple[list[tuple[str, float, int]], int]:
     """ExecuTorch's profiler (ETDump, read by the devtools' Inspector): time by op type, XNNPACK's own ops inside
     the delegate included, as (op type, share of op time, ops of that type) sorted by time, and the number of
     ops that ran per call."""
     import re
+
     from executorch.devtools import Inspector
     from executorch.extension.pybindings.portable_lib import _load_for_executorch
     set_threads(threads)
@@ -225,8 +236,8 @@ def profile_ops(path: Path, batch_size: int, img_size: int, threads: Optional[in
         etdump = os.path.join(folder, 'profile.etdp')
         module.write_etdump_result_to_file(etdump)
         inspector = Inspector(etdump_path=etdump)
-    times: Dict[str, float] = collections.Counter()
-    ops: Dict[str, int] = collections.Counter()
+    times: dict[str, float] = collections.Counter()
+    ops: dict[str, int] = collections.Counter()
     skip = ('Method::', 'Program::', 'DELEGATE_CALL', 'OPERATOR_CALL')
     for block in inspector.event_blocks:
         for event in block.events:
@@ -240,7 +251,7 @@ def profile_ops(path: Path, batch_size: int, img_size: int, threads: Optional[in
     return rows, sum(ops.values())
 
 
-def format_profile(name: str, rows: List[Tuple[str, float, int]], n_ops: int, top: int = 12) -> str:
+def format_profile(name: str, rows: list[tuple[str, float, int]], n_ops: int, top: int = 12) -> str:
     lines = [f'{name}: {n_ops} ops run per call (XNNPACK inside the delegate, portable kernels outside); op time '
              f'by op type:']
     lines += [f'  {op:<40} {share:6.1%}  {count:4d} ops' for op, share, count in rows[:top]]

@@ -8,8 +8,9 @@ dynamic. Files are written staged (`outputs.staged`): under a temporary name, re
 complete and checked.
 """
 import importlib.util
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Callable, Dict, List, Optional, Sequence
+from typing import Callable, Optional
 
 import torch
 import torch.nn as nn
@@ -26,7 +27,7 @@ __all__ = ['FORMATS', 'missing_onnx_packages', 'check_export_format', 'check_pro
 FORMATS = {'.onnx': 'ONNX', '.pt2': 'torch.export program', '.pte': 'ExecuTorch program for XNNPACK'}
 
 
-def missing_onnx_packages() -> List[str]:
+def missing_onnx_packages() -> list[str]:
     return [name for name in ('onnx', 'onnxscript', 'onnxruntime') if importlib.util.find_spec(name) is None]
 
 
@@ -44,7 +45,7 @@ def check_export_format(path: Path) -> None:
                                 f'or export a .pt2 program instead')
 
 
-def check_program(path: Path, model: nn.Module, img_size: int = 224) -> Dict[str, float]:
+def check_program(path: Path, model: nn.Module, img_size: int = 224) -> dict[str, float]:
     """The `torch.export` program saved at `path`, loaded back, against eager `model`: the relative difference
     (`rel_diff`) per input shape of `check_shapes` (batch and size dynamic)."""
     module = torch.export.load(str(path)).module()
@@ -70,7 +71,7 @@ def export_to(
         batch_size: int = 1,
         quantize: Optional[str] = None,
         calibration: Optional[Sequence[torch.Tensor]] = None,
-) -> Dict[str, float]:
+) -> dict[str, float]:
     """Export `model` to `path` (.onnx or .pt2), check the written file against eager PyTorch, and only then
     move it into place; returns the max relative differences checked (a .pt2 is always checked). A file whose
     outputs differ by more than MAX_REL_DIFF is not kept (MobileFormerError). With `optimized_path` (.onnx
@@ -82,7 +83,7 @@ def export_to(
     model = model.eval()
     if path.suffix == '.pte':
         return export_executorch(model, path, img_size, batch_size, quantize, calibration, overwrite)
-    checks: Dict[str, float] = {}
+    checks: dict[str, float] = {}
     with staged(path, overwrite=overwrite) as tmp:  # tmp keeps the suffix
         if path.suffix == '.pt2':
             torch.export.save(export_program(model, img_size), str(tmp))

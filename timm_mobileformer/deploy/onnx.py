@@ -4,7 +4,7 @@ shuffles folded, dynamic ReLU as Max of two Muls, token-only work precomputed; s
 PyTorch in ONNX Runtime. Needs the optional extra: `pip install "timm-mobileformer[onnx]"`.
 """
 from pathlib import Path
-from typing import Dict, Optional
+from typing import Optional
 
 import timm
 import torch
@@ -64,7 +64,7 @@ def export_onnx(
     return program
 
 
-def check_onnx(path: Path, model: nn.Module, img_size: int = 224, fixed_size: bool = False) -> Dict[str, float]:
+def check_onnx(path: Path, model: nn.Module, img_size: int = 224, fixed_size: bool = False) -> dict[str, float]:
     """The ONNX file `path` in ONNX Runtime against eager `model`: the relative difference (`rel_diff`) per input
     shape of `check_shapes`."""
     session = make_session(path)

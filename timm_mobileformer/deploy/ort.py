@@ -10,7 +10,7 @@ import json
 import os
 import tempfile
 from pathlib import Path
-from typing import Callable, Dict, List, Optional, Tuple, Union
+from typing import Callable, Optional, Union
 
 import numpy as np
 
@@ -93,7 +93,7 @@ def _check_same_outputs(path: Path, reference: Path, batch_size: int) -> None:
                                     f'(relative) at {x.shape}: {advice}')
 
 
-def optimize_for_batch(path: Path, batch_size: int) -> Tuple[Path, int]:
+def optimize_for_batch(path: Path, batch_size: int) -> tuple[Path, int]:
     """ONNX Runtime's optimized model of `path` with the batch fixed, next to it; and the number of dynamic ReLUs
     moved into the blocked layout (0 for a model without them)."""
     optimized = path.with_name(f'{path.stem}_b{batch_size}.ort.onnx')
@@ -107,7 +107,7 @@ def make_call(session, batch_size: int, img_size: int) -> Callable[[], None]:
 
 
 def profile_ops(path: Path, batch_size: int, img_size: int, threads: Optional[int] = None,
-                runs: int = 20) -> Tuple[List[Tuple[str, float, int]], int]:
+                runs: int = 20) -> tuple[list[tuple[str, float, int]], int]:
     """ORT profiler: (op type, share of kernel time, node count) sorted by time, and the number of nodes that
     ran per call (the optimized graph)."""
     with tempfile.TemporaryDirectory() as tmp:
@@ -118,8 +118,8 @@ def profile_ops(path: Path, batch_size: int, img_size: int, threads: Optional[in
         for _ in range(runs):
             call()
         events = json.loads(Path(session.end_profiling()).read_text())
-    times: Dict[str, float] = collections.Counter()
-    nodes: Dict[str, set] = collections.defaultdict(set)
+    times: dict[str, float] = collections.Counter()
+    nodes: dict[str, set] = collections.defaultdict(set)
     for e in events:
         if e.get('cat') == 'Node' and e['name'].endswith('_kernel_time'):
             op = e['args'].get('op_name', '?')
@@ -130,7 +130,7 @@ def profile_ops(path: Path, batch_size: int, img_size: int, threads: Optional[in
     return rows, sum(len(v) for v in nodes.values())
 
 
-def format_profile(name: str, rows: List[Tuple[str, float, int]], n_nodes: int, top: int = 12) -> str:
+def format_profile(name: str, rows: list[tuple[str, float, int]], n_nodes: int, top: int = 12) -> str:
     lines = [f'{name}: {n_nodes} nodes run per call (ORT-optimized graph); kernel time by op type:']
     lines += [f'  {op:<28} {share:6.1%}  {count:4d} nodes' for op, share, count in rows[:top]]
     rest = sum(share for _, share, _ in rows[top:])

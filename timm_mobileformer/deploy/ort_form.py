@@ -27,15 +27,23 @@ the nodes the math needs:
 - Former→Mobile's softmax over the tokens is spelled out (ORT's `Softmax` on an inner axis is slow).
 """
 import copy
-from typing import List, Optional, Tuple
+from typing import Optional
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
 from ..layers.folds import (
-    conv_norm_weights, dense_weight, hard_sigmoid_weights, inverse_perm, learned_token_gate, learned_token_queries,
-    linear_norm_weights, scaled_weights, shuffle_perm, take,
+    conv_norm_weights,
+    dense_weight,
+    hard_sigmoid_weights,
+    inverse_perm,
+    learned_token_gate,
+    learned_token_queries,
+    linear_norm_weights,
+    scaled_weights,
+    shuffle_perm,
+    take,
 )
 
 __all__ = [
@@ -46,7 +54,7 @@ __all__ = [
 
 BLOCK = 16  # channels per block of ORT's NCHWc layout: 16 with AVX-512, 8 with AVX2; 16 is whole blocks on both
 
-Slopes = Tuple[torch.Tensor, torch.Tensor]
+Slopes = tuple[torch.Tensor, torch.Tensor]
 
 
 def _whole_blocks(channels: int) -> int:
@@ -126,7 +134,7 @@ class OrtConvNorm(nn.Module):
         return x.clamp(0., 6.) if self.relu6 else x
 
 
-def _pack(source: torch.Tensor, channels: int, multiplier: int) -> List[torch.Tensor]:
+def _pack(source: torch.Tensor, channels: int, multiplier: int) -> list[torch.Tensor]:
     """Output channels of a multiplier depthwise conv (c m + j reads input channel c) placed on parts of
     len(source) slots each, slot s reading input channel source[s] (-1: none); where a channel has several
     slots, its outputs share a part. Per part, the original output channel at each slot (-1: zero)."""
@@ -177,7 +185,7 @@ class OrtDynamicReLUSlopes(nn.Module):
     # bytes of zeros: reading them costs less than the Clip, Add and Split that one Gemm saves
     ONE_FC2_ZEROS = 128 * 1024
 
-    def __init__(self, acts: List[nn.Module], perms: List[Optional[torch.Tensor]]):
+    def __init__(self, acts: list[nn.Module], perms: list[Optional[torch.Tensor]]):
         super().__init__()
         self.w1 = _const(torch.cat([a.fc1.weight for a in acts]))
         self.b1 = _const(torch.cat([a.fc1.bias for a in acts]))
@@ -202,7 +210,7 @@ class OrtDynamicReLUSlopes(nn.Module):
         self.b2 = nn.ParameterList([_const(b) for b in biases])
         self.shift = nn.ParameterList([_const(s) for s in shifts])
 
-    def forward(self, token: torch.Tensor) -> List[Slopes]:
+    def forward(self, token: torch.Tensor) -> list[Slopes]:
         hidden = F.relu(F.linear(token, self.w1, self.b1))
         if self.one_fc2:
             k = F.linear(hidden, self.w2[0], self.b2[0]).clamp(0., 2.) + self.shift[0]
@@ -335,7 +343,7 @@ class OrtLiteBottleneck(nn.Module):
         self.conv_pw = OrtConvNorm(block.conv_pw, in_perm=_then(self.conv_dw.order, in_perm),
                                    out_perm=_padding(out_chs, _whole_blocks(out_chs)) if padded_out else None)
 
-    def forward(self, x: torch.Tensor, tokens: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+    def forward(self, x: torch.Tensor, tokens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         out = self.conv_pw(self.conv_dw(x))
         return (out + x if self.has_skip else out), tokens
 
@@ -404,7 +412,7 @@ class OrtMobileFormerBlock(nn.Module):
         self.mobile = OrtDownsampleBottleneck(block.mobile) if down else OrtInvertedBottleneck(block.mobile)
         self.former_to_mobile = OrtFormerToMobile(block.former_to_mobile, num_tokens)
 
-    def forward(self, x: torch.Tensor, tokens: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+    def forward(self, x: torch.Tensor, tokens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         in_chs = self.mobile.in_chs
         real = x[:, :in_chs] if x.shape[1] != in_chs else x  # the input may come padded
         tokens = self.former(self.mobile_to_former(real, tokens))
@@ -422,7 +430,7 @@ class OrtTokenMerge(nn.Module):
         in_perm = _unshuffle(merge.shuffle, merge.conv.conv.in_channels)
         self.conv = OrtConvNorm(merge.conv, dense=in_perm is not None, in_perm=in_perm)
 
-    def forward(self, x: torch.Tensor, tokens: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+    def forward(self, x: torch.Tensor, tokens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         token = self.bridge(x, tokens)
         return self.conv(x), token
 

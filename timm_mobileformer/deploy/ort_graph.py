@@ -32,9 +32,12 @@ reads the map in the head-split shape that Former→Mobile wrote it in; ORT keep
 between them has other readers). `attention_on_tokens` gives each Former's `Attention` its (B, tokens, dim)
 inputs with `q_num_heads` instead of head-split (B, heads, tokens, dim) ones: no Transposes around it.
 """
-from typing import Dict, List, Optional, Tuple
+from typing import TYPE_CHECKING, Optional
 
 import numpy as np
+
+if TYPE_CHECKING:
+    import onnx
 
 NCHWC = 'com.microsoft.nchwc'
 
@@ -68,14 +71,14 @@ def _attr(node, name: str):
 def _edges(nodes) -> tuple:
     """(the producer of each tensor name, the nodes that read each name)."""
     producer = {out: n for n in nodes for out in n.output}
-    consumers: Dict[str, List] = {}
+    consumers: dict[str, list] = {}
     for n in nodes:
         for name in n.input:
             consumers.setdefault(name, []).append(n)
     return producer, consumers
 
 
-def _set_nodes(graph, nodes: List) -> None:
+def _set_nodes(graph, nodes: list) -> None:
     nodes = list(nodes)
     del graph.node[:]
     graph.node.extend(nodes)
@@ -88,7 +91,7 @@ def _constant(graph, name: str) -> Optional[np.ndarray]:
     return None if tensor is None else numpy_helper.to_array(tensor)
 
 
-def _in_channels(conv, weights: Dict[str, tuple]) -> Optional[int]:
+def _in_channels(conv, weights: dict[str, tuple]) -> Optional[int]:
     """The input channels, as ORT padded them to its block, of an NCHWc conv with constant weights."""
     if conv.domain != NCHWC or conv.op_type != 'Conv' or len(conv.input) < 2 or conv.input[1] not in weights:
         return None
@@ -100,7 +103,7 @@ def _in_channels(conv, weights: Dict[str, tuple]) -> Optional[int]:
     return in_per_group * group
 
 
-def _slopes_matrix(name: str, producer: Dict, consumers: Dict, ranks: Dict[str, int]) -> Optional[str]:
+def _slopes_matrix(name: str, producer: dict, consumers: dict, ranks: dict[str, int]) -> Optional[str]:
     """The (N, C) matrix that a Reshape turned into the (N, C, 1, 1) slopes `name`, if only the Mul reads them."""
     reshape = producer.get(name)
     if reshape is None or reshape.op_type != 'Reshape' or len(consumers.get(name, [])) != 1:
@@ -108,7 +111,7 @@ def _slopes_matrix(name: str, producer: Dict, consumers: Dict, ranks: Dict[str, 
     return reshape.input[0] if ranks.get(reshape.input[0]) == 2 else None
 
 
-def _halves(k1: str, k2: str, channels: int, producer: Dict, consumers: Dict, ranks: Dict[str, int],
+def _halves(k1: str, k2: str, channels: int, producer: dict, consumers: dict, ranks: dict[str, int],
             graph) -> Optional[tuple]:
     """(the Split, the index of k1 among its outputs) if the slopes k1, k2 are two neighbouring outputs of
     `channels` columns each of one Split of a rank-2 matrix along axis 1, read only by their reshapes; else
@@ -128,7 +131,7 @@ def _halves(k1: str, k2: str, channels: int, producer: Dict, consumers: Dict, ra
     return split, index
 
 
-def dynamic_relu_muls(node, producer: Dict) -> Optional[Tuple]:
+def dynamic_relu_muls(node, producer: dict) -> Optional[tuple]:
     """(Mul(x, k1), Mul(x, k2)) if `node` is a dynamic ReLU as the runtime form emits it, Max of those two Muls
     of one x; else None."""
     if node.op_type != 'Max' or node.domain or len(node.input) != 2:
@@ -179,7 +182,7 @@ def rewrite_dynamic_relus(model: 'onnx.ModelProto') -> int:
         p = f'nchwc_dyrelu{len(inserted)}_'
         new = []
 
-        def const(name: str, values: List[int], prefix: str = p) -> str:
+        def const(name: str, values: list[int], prefix: str = p) -> str:
             graph.initializer.append(numpy_helper.from_array(np.asarray(values, dtype=np.int64), prefix + name))
             return prefix + name
 
@@ -236,7 +239,7 @@ def _flag(node, name: str) -> bool:
     return a is not None and a.i != 0
 
 
-def _single_consumer(name: str, consumers: Dict) -> bool:
+def _single_consumer(name: str, consumers: dict) -> bool:
     return len(consumers.get(name, [])) == 1
 
 
@@ -308,7 +311,7 @@ def _swaps_axes_1_2(transpose) -> bool:
     return perm is not None and list(perm.ints) == [0, 2, 1, 3]
 
 
-def _heads_view(name: str, producer: Dict, shapes: Dict) -> Optional[tuple]:
+def _heads_view(name: str, producer: dict, shapes: dict) -> Optional[tuple]:
     """(x, heads) if `name` is Transpose([0, 2, 1, 3]) of Reshape(x, (B, L, heads, d)), else None."""
     transpose = producer.get(name)
     if transpose is None or transpose.op_type != 'Transpose' or not _swaps_axes_1_2(transpose):

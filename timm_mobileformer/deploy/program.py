@@ -5,13 +5,11 @@ The `torch.export` program starts from the fused inference form (`reparameterize
 By default batch, height and width are dynamic; `fixed_size=True` leaves only the batch dynamic.
 """
 import copy
-from typing import Dict, List, Tuple
 
 import torch
 import torch.nn as nn
-from torch.export import Dim, ExportedProgram
-
 from timm.models import reparameterize_model
+from torch.export import Dim, ExportedProgram
 
 __all__ = ['MIN_SIZE', 'MAX_SIZE', 'MAX_REL_DIFF', 'inference_form', 'dynamic_shapes', 'export_program', 'check_shapes',
            'rel_diff']
@@ -29,7 +27,7 @@ def inference_form(model: nn.Module) -> nn.Module:
     return reparameterize_model(copy.deepcopy(model).eval(), inplace=True)
 
 
-def dynamic_shapes(fixed_size: bool = False) -> Dict[str, Dict[int, Dim]]:
+def dynamic_shapes(fixed_size: bool = False) -> dict[str, dict[int, Dim]]:
     """Batch, height and width of the input `x` left free (only the batch with `fixed_size`)."""
     if fixed_size:
         return {'x': {0: Dim('batch', min=1, max=1024)}}
@@ -46,7 +44,7 @@ def export_program(model: nn.Module, img_size: int = 224) -> ExportedProgram:
     return torch.export.export(inference_form(model), (x,), dynamic_shapes=dynamic_shapes())
 
 
-def check_shapes(img_size: int, fixed_size: bool = False) -> List[Tuple[int, int, int, int]]:
+def check_shapes(img_size: int, fixed_size: bool = False) -> list[tuple[int, int, int, int]]:
     """The inputs an exported file is checked at: batch 1 at img_size, and batch 3 at another size and aspect
     ratio than the traced example (at img_size too with `fixed_size`)."""
     return [(1, 3, img_size, img_size), (3, 3, img_size, img_size) if fixed_size else (3, 3, 160, 224)]

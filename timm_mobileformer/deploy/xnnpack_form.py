@@ -23,15 +23,23 @@ here:
 - the dynamic ReLU is max(x k1, x k2): two multiplies and a maximum, which XNNPACK runs as element-wise ops.
 """
 import copy
-from typing import List, Optional, Tuple
+from typing import Optional
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
 from ..layers.folds import (
-    conv_norm_weights, dense_weight, hard_sigmoid_weights, inverse_perm, learned_token_gate, learned_token_queries,
-    linear_norm_weights, scaled_weights, shuffle_perm, take,
+    conv_norm_weights,
+    dense_weight,
+    hard_sigmoid_weights,
+    inverse_perm,
+    learned_token_gate,
+    learned_token_queries,
+    linear_norm_weights,
+    scaled_weights,
+    shuffle_perm,
+    take,
 )
 
 __all__ = [
@@ -141,7 +149,7 @@ class XnnpackDynamicReLU(nn.Module):
         self.fc2_weight, self.fc2_bias = _const(weight), _const(bias)
         self.shift = _const(torch.cat([torch.zeros(self.channels), -torch.ones(self.channels)]))
 
-    def slopes(self, token: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+    def slopes(self, token: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(k1, k2), each (B, C, 1, 1), from token 0 (B, d)."""
         hidden = F.relu(F.linear(token, self.fc1_weight, self.fc1_bias))
         k = F.linear(hidden, self.fc2_weight, self.fc2_bias).clamp(0., 2.) + self.shift
@@ -214,7 +222,8 @@ class XnnpackFormer(nn.Module):
     def forward(self, tokens: torch.Tensor) -> torch.Tensor:
         b, m, h = self.batch_size, self.num_tokens, self.heads
         kv = self._heads(tokens)
-        attn = torch.softmax(torch.bmm(self._heads(F.linear(tokens, self.q_weight, self.q_bias)), kv.transpose(1, 2)), -1)
+        queries = self._heads(F.linear(tokens, self.q_weight, self.q_bias))
+        attn = torch.softmax(torch.bmm(queries, kv.transpose(1, 2)), -1)
         out = torch.bmm(attn, kv).reshape(b, h, m, -1).transpose(1, 2).reshape(b * m, -1)
         tokens = self.norm1(tokens + F.linear(out, self.proj_weight, self.proj_bias))
         hidden = F.gelu(F.linear(tokens, self.fc1_weight, self.fc1_bias))
@@ -259,7 +268,7 @@ class XnnpackLiteBottleneck(nn.Module):
         self.conv_pw = XnnpackConvNorm(block.conv_pw, in_perm=order)
         self.has_skip = block.has_skip
 
-    def forward(self, x: torch.Tensor, tokens: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+    def forward(self, x: torch.Tensor, tokens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         out = self.conv_pw(self.conv_dw(x))
         return (out + x if self.has_skip else out), tokens
 
@@ -314,7 +323,7 @@ class XnnpackMobileFormerBlock(nn.Module):
         self.mobile = (XnnpackDownsampleBottleneck if down else XnnpackInvertedBottleneck)(block.mobile)
         self.former_to_mobile = XnnpackFormerToMobile(block.former_to_mobile, num_tokens, batch_size)
 
-    def forward(self, x: torch.Tensor, tokens: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+    def forward(self, x: torch.Tensor, tokens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         tokens = self.former(self.mobile_to_former(x, tokens))
         x = self.mobile(x, _first_token(tokens, self.batch_size))
         return self.former_to_mobile(x, tokens), tokens
@@ -330,7 +339,7 @@ class XnnpackTokenMerge(nn.Module):
         in_perm = _shuffle(merge.shuffle, merge.conv.conv.in_channels)
         self.conv = XnnpackConvNorm(merge.conv, in_perm=None if in_perm is None else inverse_perm(in_perm))
 
-    def forward(self, x: torch.Tensor, tokens: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+    def forward(self, x: torch.Tensor, tokens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         return self.conv(x), self.bridge(x, tokens)
 
 
@@ -366,7 +375,7 @@ class XnnpackMobileFormer(nn.Module):
         num_tokens = len(tokens)
         self.stem = XnnpackConvNorm(model.stem)
         self.tokens = _const(tokens.repeat(batch_size, 1))  # (B M, d)
-        blocks: List[nn.Module] = []
+        blocks: list[nn.Module] = []
         learned = tokens  # the first Mobile-Former block reads the learned tokens
         for block in model.blocks:
             if hasattr(block, 'mobile_to_former'):

@@ -6,7 +6,6 @@ from them too, so a fold is derived in one place only. The plain parts are read 
 (timm's ConvNormAct: `.conv`, `.bn`; MobileToFormer: `.q`, `.gate`, `.scale`), so this file does not import
 the model file.
 """
-from typing import Tuple
 
 import torch
 import torch.nn as nn
@@ -18,7 +17,7 @@ __all__ = [
     'inverse_perm', 'take', 'dense_weight', 'learned_token_queries', 'learned_token_gate',
 ]
 
-Weights = Tuple[torch.Tensor, torch.Tensor]
+Weights = tuple[torch.Tensor, torch.Tensor]
 
 
 def conv_norm_weights(conv_norm: nn.Module) -> Weights:

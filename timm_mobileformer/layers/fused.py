@@ -7,7 +7,8 @@ which the runtime forms share. The builders read the plain modules by their attr
 not import the model file.
 `cpu_layouts` then stores weights in the layouts eager CPU kernels run fastest on.
 """
-from typing import Any, Iterable, Tuple
+from collections.abc import Iterable
+from typing import Any
 
 import torch
 import torch.nn as nn
@@ -91,7 +92,7 @@ class FusedDynamicReLU(nn.Module):
         self.fc1 = fc1
         self.fc2 = fc2
 
-    def slopes(self, token: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+    def slopes(self, token: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         k = self.fc2(F.relu(self.fc1(token))).clamp(0., 2.)
         k1, k2 = k.reshape(k.shape[0], 2, self.channels, 1, 1).unbind(1)
         return k1, k2 - 1.

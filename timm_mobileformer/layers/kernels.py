@@ -5,7 +5,6 @@ dynamic ReLU as a prelu with its own backward, the bridges read in place from NC
 the channel shuffle as torch's native op. `ops.py` decides when they run; `tests/test_layers.py` checks each
 against its plain form, values and gradients.
 """
-from typing import Tuple
 
 import torch
 import torch.nn.functional as F
@@ -40,7 +39,7 @@ class _DynamicReLUFunction(torch.autograd.Function):
 
     @staticmethod
     @once_differentiable
-    def backward(ctx, grad: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def backward(ctx, grad: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Slope gradients as sums of grad * x over the pixels where x > 0 and over all; one scratch buffer
         serves every full-size product (fresh large buffers cost page faults)."""
         x, kpos, kneg = ctx.saved_tensors

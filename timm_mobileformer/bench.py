@@ -494,7 +494,9 @@ class ExecutorchRuntime(Runtime):
         model = timm.create_model(name).eval()
         path = folder / f'{name}_b{batch_size}.pte'
         calibration = executorch.calibration_images(images, model, batch_size) if self.quantize else None
-        executorch.export_executorch(model, path, self.request.img_size, batch_size, self.quantize, calibration)
+        # random weights: the int8 agreement check means nothing there (every program is still fully delegated)
+        executorch.export_executorch(model, path, self.request.img_size, batch_size, self.quantize, calibration,
+                                     check=not self.quantize)
         log(f'  lowered {name}, batch {batch_size}, in {time.perf_counter() - t0:.0f} s '
             f'({path.stat().st_size / 1e6:.1f} MB)')
         if self.request.profile:

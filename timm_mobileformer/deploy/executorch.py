@@ -4,9 +4,8 @@ ExecuTorch's documented path: `torch.export.export` at a fixed batch and size, t
 with `XnnpackPartitioner`, then `.to_executorch()`. Mobile-Former is lowered from its XNNPACK runtime form
 (`xnnpack_form.py`), in which the partitioner takes every op; other timm models (the bench's peers) take the
 stock path from `reparameterize_model`. int8 is static quantization with XNNPACK's own quantizer (PT2E:
-symmetric, per-channel weights; Mobile-Former's convs, see `_quantizer`), calibrated on images read with the
-model's own preprocessing. Every program is loaded back in ExecuTorch's runtime and checked against PyTorch
-before it is kept. Needs the optional extra:
+symmetric, per-channel weights), calibrated on images read with the model's own preprocessing. Every program is
+loaded back in ExecuTorch's runtime and checked against PyTorch before it is kept. Needs the optional extra:
 `pip install "timm-mobileformer[executorch]"`.
 """
 import collections
@@ -59,31 +58,20 @@ def runtime_form(model: nn.Module, batch_size: int = 1) -> nn.Module:
     return inference_form(model)
 
 
-def _quantizer(form: nn.Module):
-    """XNNPACK's quantizer, int8 with symmetric per-channel weights: for Mobile-Former's XNNPACK form on its convs
-    only (the token side, the dynamic ReLUs and the softmaxes stay float; docs/deploy.md has the measurement),
-    for any other model everywhere (the stock path)."""
+def _quantizer():
+    """XNNPACK's quantizer, int8 with symmetric per-channel weights, on every op it annotates (the stock path)."""
     from executorch.backends.xnnpack.quantizer.xnnpack_quantizer import (
         XNNPACKQuantizer,
         get_symmetric_quantization_config,
     )
-
-    from .xnnpack_form import XnnpackConvNorm, XnnpackMobileFormer, XnnpackMultiplierDepthwise
-    config = get_symmetric_quantization_config(is_per_channel=True)
-    if not isinstance(form, XnnpackMobileFormer):
-        return XNNPACKQuantizer().set_global(config)
-    quantizer = XNNPACKQuantizer()
-    for name, module in form.named_modules():
-        if isinstance(module, (XnnpackConvNorm, XnnpackMultiplierDepthwise)):
-            quantizer.set_module_name(name, config)
-    return quantizer
+    return XNNPACKQuantizer().set_global(get_symmetric_quantization_config(is_per_channel=True))
 
 
 def _quantized(form: nn.Module, example: torch.Tensor, calibration: Sequence[torch.Tensor]) -> nn.Module:
     """`form` statically quantized to int8 by XNNPACK's quantizer (`_quantizer`), calibrated by running it on
     `calibration`."""
     from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
-    quantizer = _quantizer(form)
+    quantizer = _quantizer()
     prepared = prepare_pt2e(torch.export.export(form, (example,)).module(), quantizer)
     with torch.no_grad():
         for batch in calibration:
@@ -190,12 +178,13 @@ def export_executorch(
         quantize: Optional[str] = None,
         calibration: Optional[Sequence[torch.Tensor]] = None,
         overwrite: bool = False,
+        check: bool = True,
 ) -> dict[str, float]:
     """Write an ExecuTorch program for XNNPACK of `model` to `path` (.pte): input a float32 (batch_size, 3,
     img_size, img_size) batch preprocessed with the model's data config, output the logits. `quantize='int8'`
     needs `calibration` batches of that shape (see `calibration_images`). The program is refused if any compute
-    op stays outside the delegate, and checked in ExecuTorch against PyTorch before it is kept (staged).
-    Returns what was checked."""
+    op stays outside the delegate, and checked in ExecuTorch against PyTorch before it is kept (staged; `check=False`
+    skips the comparison, for programs of random weights that are only timed). Returns what was checked."""
     require_executorch()
     path = check_output(path, suffixes=('.pte',), overwrite=overwrite)
     if quantize not in (None,) + QUANTIZE:
@@ -215,7 +204,7 @@ def export_executorch(
     inputs = list(calibration[:CHECK_IMAGES]) if quantize else [example, torch.randn(*shape)]
     with staged(path, overwrite=overwrite) as tmp:
         tmp.write_bytes(program.buffer)
-        return _check(tmp, model, inputs, quantized=quantize is not None)
+        return _check(tmp, model, inputs, quantized=quantize is not None) if check else {}
 
 
 def profile_ops(path: Path, batch_size: int, img_size: int, threads: Optional[int] = None,

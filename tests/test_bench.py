@@ -75,7 +75,7 @@ def test_a_runtime_is_one_adapter_and_one_registry_entry(tmp_path, monkeypatch):
     assert (tmp_path / 'b' / 'bench.json').is_file()
     with pytest.raises(MobileFormerError, match='flavor: not an option of --runtime torch'):
         benchmark(['mobileformer_26m'], tmp_path / 'c', runtime_options={'flavor': 'x'})
-    with pytest.raises(MobileFormerError, match='--profile needs --runtime onnxruntime or counting'):
+    with pytest.raises(MobileFormerError, match='--profile needs --runtime onnxruntime or executorch or counting'):
         benchmark(['mobileformer_26m'], tmp_path / 'c', profile=True)
     assert not (tmp_path / 'c').exists()
 

@@ -9,3 +9,18 @@ pretrained=True loads the ImageNet-1k weights from the Hugging Face Hub exactly 
 """
 dependencies = ['torch', 'timm', 'huggingface_hub', 'safetensors']
 
+
+from timm_mobileformer.mobileformer import (  # noqa: E402
+    mobileformer_26m,
+    mobileformer_52m,
+    mobileformer_96m,
+    mobileformer_151m,
+    mobileformer_214m,
+    mobileformer_294m,
+    mobileformer_508m,
+)
+
+__all__ = [
+    'mobileformer_26m', 'mobileformer_52m', 'mobileformer_96m', 'mobileformer_151m', 'mobileformer_214m',
+    'mobileformer_294m', 'mobileformer_508m',
+]

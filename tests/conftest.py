@@ -19,7 +19,7 @@ sys.path.insert(0, str(TESTS))
 TIMM_SUITE = TESTS / 'timm_suite'
 
 pytest.register_assert_rewrite('cli_util', 'conftest_hub')
-from conftest_hub import one_torch_thread  # noqa: E402  (needs TESTS on sys.path)
+from conftest_hub import WORKER_THREADS, one_torch_thread  # noqa: E402  (needs TESTS on sys.path)
 
 pytest_plugins = ('conftest_hub',)  # authors_files, converted, offline_hub, empty_offline_hub, single_thread...
 
@@ -27,6 +27,11 @@ pytest_plugins = ('conftest_hub',)  # authors_files, converted, offline_hub, emp
 HUB_TESTS = ('test_model_load_pretrained', 'test_model_features_pretrained')
 SCRIPTS = ('train.py', 'validate.py', 'benchmark.py', 'inference.py')
 SIX_CLASS_NAMES = ('circle', 'ring', 'triangle', 'square', 'star', 'cross')
+
+
+def pytest_configure(config):
+    """Torch's threads: this worker's share of the cores (two workers of two threads on two cores thrash)."""
+    torch.set_num_threads(WORKER_THREADS)
 
 
 def pytest_collection_modifyitems(config, items):

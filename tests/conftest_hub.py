@@ -24,6 +24,8 @@ from timm_mobileformer.hub import authors_filename, hub_id, install_in_hub_cache
 from timm_mobileformer.mobileformer import model_cfgs
 
 VARIANTS = tuple(model_cfgs)
+# the tests run in pytest-xdist workers (the README's `-n auto`): each worker's share of the cores
+WORKER_THREADS = max(1, (os.cpu_count() or 1) // int(os.environ.get('PYTEST_XDIST_WORKER_COUNT', '1')))
 TIMM_TESTS = Path(__file__).parent / 'timm_suite' / 'test_models.py'
 
 

@@ -74,6 +74,14 @@ def demo_images(tmp_path_factory):
     return make_demo_data(tmp_path_factory.mktemp('demo') / 'shapes', train_per_class=2, val_per_class=2)
 
 
+def test_calibration_images_take_the_program_size(demo_images):
+    """Read with the model's preprocessing at the size the program is exported at (default: the model's 224)."""
+    model = randomized_model('mobileformer_26m')
+    batches = executorch.calibration_images(demo_images / 'train', model, batch_size=2, img_size=64)
+    assert len(batches) == 6 and all(tuple(b.shape) == (2, 3, 64, 64) for b in batches)
+    assert tuple(executorch.calibration_images(demo_images / 'train', model, limit=1)[0].shape) == (1, 3, 224, 224)
+
+
 @pytest.fixture(scope='session')
 def int8_program(tmp_path_factory, demo_images):
     """(model, path, run) of an int8 26m program made by `timm-mobileformer export --quantize int8 --calibration

@@ -85,9 +85,11 @@ def test_channels_last_training_step_matches(variant):
     assert rel(grads[1], grads[0]) < 1e-9
 
 
-@pytest.mark.parametrize('variant', VARIANTS)
+@pytest.mark.parametrize('variant', ['26m', '294m'])
 def test_compiled_matches_eager(variant):
-    """torch.compile captures the whole model (fullgraph) and computes the same, unfused and fused."""
+    """torch.compile captures the whole model (fullgraph) and computes the same, unfused and fused: on 26m (its
+    channel shuffles and grouped convs) and 294m (the plain wide form); the other variants build from the same
+    modules, and their fused forms are checked above."""
     torch._dynamo.reset()
     model = randomized(variant)
     x = image(h=64, w=64)

@@ -15,6 +15,7 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 import torch.nn as nn
+from conftest_hub import WORKER_THREADS
 from timm import create_model, utils
 from timm.data import Mixup, create_dataset, create_loader
 from timm.loss import SoftTargetCrossEntropy
@@ -44,9 +45,9 @@ def demo(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture
 def threads():
-    """Two intra-op threads (CI has two cores), restored afterwards."""
+    """This test worker's share of the cores as intra-op threads, restored afterwards."""
     before = torch.get_num_threads()
-    torch.set_num_threads(2)
+    torch.set_num_threads(WORKER_THREADS)
     yield
     torch.set_num_threads(before)
 

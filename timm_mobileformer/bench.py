@@ -493,7 +493,8 @@ class ExecutorchRuntime(Runtime):
         t0 = time.perf_counter()
         model = timm.create_model(name).eval()
         path = folder / f'{name}_b{batch_size}.pte'
-        calibration = executorch.calibration_images(images, model, batch_size) if self.quantize else None
+        calibration = (executorch.calibration_images(images, model, batch_size, self.request.img_size)
+                       if self.quantize else None)
         # random weights: the int8 agreement check means nothing there (every program is still fully delegated)
         executorch.export_executorch(model, path, self.request.img_size, batch_size, self.quantize, calibration,
                                      check=not self.quantize)

@@ -106,7 +106,8 @@ def run(args: argparse.Namespace) -> int:
 def _export_executorch(args: argparse.Namespace, model: nn.Module, out: Path) -> int:
     """A .pte at a fixed batch and size, fp32 or int8 (calibrated on --calibration)."""
     batch_size = args.batch_size or 1
-    calibration = calibration_images(Path(args.calibration), model, batch_size) if args.calibration else None
+    calibration = (calibration_images(Path(args.calibration), model, batch_size, args.img_size)
+                   if args.calibration else None)
     checks = export_to(model, out, args.img_size, overwrite=args.overwrite, batch_size=batch_size,
                        quantize=args.quantize, calibration=calibration)
     config = resolve_data_config({}, model=model)

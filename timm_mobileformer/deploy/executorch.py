@@ -25,7 +25,7 @@ from .program import MAX_REL_DIFF, inference_form, rel_diff
 
 __all__ = [
     'QUANTIZE', 'MIN_COSINE', 'missing_executorch', 'runtime_form', 'lower', 'ops_outside_delegate',
-    'calibration_images', 'export_executorch', 'load_program', 'set_threads', 'make_call', 'profile_ops',
+    'calibration_images', 'export_executorch', 'load_program', 'set_threads', 'make_call', 'op_events', 'profile_ops',
     'format_profile', 'image_files', 'require_executorch',
 ]
 
@@ -112,9 +112,10 @@ def image_files(folder: Path) -> list[Path]:
     return sorted(p for p in Path(folder).rglob('*') if p.suffix.lower() in extensions and p.is_file())
 
 
-def calibration_images(folder: Path, model: nn.Module, batch_size: int = 1, limit: int = 32) -> list[torch.Tensor]:
+def calibration_images(folder: Path, model: nn.Module, batch_size: int = 1, img_size: Optional[int] = None,
+                       limit: int = 32) -> list[torch.Tensor]:
     """Up to `limit` images of `folder` (searched recursively), read with the model's own preprocessing (its data
-    config: resize, crop, mean/std), as batches of `batch_size`."""
+    config: resize, crop, mean/std) at `img_size` (default: the config's), as batches of `batch_size`."""
     from timm.data import create_transform, resolve_data_config
 
     from ..predict import read_image
@@ -126,7 +127,8 @@ def calibration_images(folder: Path, model: nn.Module, batch_size: int = 1, limi
     if len(files) < batch_size:
         raise MobileFormerError(f'--calibration {folder}: holds {len(files)} image(s), fewer than one batch of '
                                 f'{batch_size}: give a folder of images (JPEG, PNG, ...)')
-    transform = create_transform(**resolve_data_config({}, model=model))
+    size = {'input_size': (3, img_size, img_size)} if img_size else {}
+    transform = create_transform(**resolve_data_config(size, model=model))
     images = torch.stack([transform(read_image(f)) for f in files[:len(files) // batch_size * batch_size]])
     return list(images.split(batch_size))
 
@@ -207,11 +209,10 @@ def export_executorch(
         return _check(tmp, model, inputs, quantized=quantize is not None) if check else {}
 
 
-def profile_ops(path: Path, batch_size: int, img_size: int, threads: Optional[int] = None,
-                runs: int = 20) -> tuple[list[tuple[str, float, int]], int]:
-    """ExecuTorch's profiler (ETDump, read by the devtools' Inspector): time by op type, XNNPACK's own ops inside
-    the delegate included, as (op type, share of op time, ops of that type) sorted by time, and the number of
-    ops that ran per call."""
+def op_events(path: Path, batch_size: int, img_size: int, threads: Optional[int] = None,
+              runs: int = 20) -> list[tuple[str, float]]:
+    """ExecuTorch's profiler (ETDump, read by the devtools' Inspector) over `runs` calls: every op that ran in a
+    call, XNNPACK's own ops inside the delegate included, in execution order, as (op type, median ms)."""
     import re
 
     from executorch.devtools import Inspector
@@ -225,16 +226,20 @@ def profile_ops(path: Path, batch_size: int, img_size: int, threads: Optional[in
         etdump = os.path.join(folder, 'profile.etdp')
         module.write_etdump_result_to_file(etdump)
         inspector = Inspector(etdump_path=etdump)
+    skip = ('Method::', 'Program::', 'DELEGATE_CALL', 'OPERATOR_CALL')
+    return [(re.sub(r' #\d+$', '', event.name), event.perf_data.p50) for block in inspector.event_blocks
+            for event in block.events if event.perf_data is not None and not event.name.startswith(skip)]
+
+
+def profile_ops(path: Path, batch_size: int, img_size: int, threads: Optional[int] = None,
+                runs: int = 20) -> tuple[list[tuple[str, float, int]], int]:
+    """`op_events` by op type: (op type, share of op time, ops of that type) sorted by time, and the number of
+    ops that ran per call."""
     times: dict[str, float] = collections.Counter()
     ops: dict[str, int] = collections.Counter()
-    skip = ('Method::', 'Program::', 'DELEGATE_CALL', 'OPERATOR_CALL')
-    for block in inspector.event_blocks:
-        for event in block.events:
-            if event.perf_data is None or event.name.startswith(skip):
-                continue
-            op_type = re.sub(r' #\d+$', '', event.name)
-            times[op_type] += event.perf_data.p50
-            ops[op_type] += 1
+    for op_type, ms in op_events(path, batch_size, img_size, threads, runs):
+        times[op_type] += ms
+        ops[op_type] += 1
     total = sum(times.values()) or 1.
     rows = sorted(((op, t / total, ops[op]) for op, t in times.items()), key=lambda r: -r[1])
     return rows, sum(ops.values())

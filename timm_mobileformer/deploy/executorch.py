@@ -24,7 +24,7 @@ from ..outputs import check_output, staged
 from .program import MAX_REL_DIFF, inference_form, rel_diff
 
 __all__ = [
-    'QUANTIZE', 'MIN_COSINE', 'missing_executorch', 'runtime_form', 'lower', 'ops_outside_delegate',
+    'QUANTIZE', 'MIN_COSINE', 'missing_executorch', 'runtime_form', 'quantized_form', 'lower', 'ops_outside_delegate',
     'calibration_images', 'export_executorch', 'load_program', 'set_threads', 'make_call', 'op_events', 'profile_ops',
     'format_profile', 'image_files', 'require_executorch',
 ]
@@ -58,21 +58,25 @@ def runtime_form(model: nn.Module, batch_size: int = 1) -> nn.Module:
     return inference_form(model)
 
 
-def _quantizer():
-    """XNNPACK's quantizer, int8 with symmetric per-channel weights, on every op it annotates (the stock path)."""
+def _quantizer(float_types: Sequence[type] = ()):
+    """XNNPACK's quantizer, int8 with symmetric per-channel weights, on every op it annotates (the stock path),
+    except inside modules of `float_types`, which stay in float."""
     from executorch.backends.xnnpack.quantizer.xnnpack_quantizer import (
         XNNPACKQuantizer,
         get_symmetric_quantization_config,
     )
-    return XNNPACKQuantizer().set_global(get_symmetric_quantization_config(is_per_channel=True))
+    quantizer = XNNPACKQuantizer().set_global(get_symmetric_quantization_config(is_per_channel=True))
+    for module_type in float_types:
+        quantizer.set_module_type(module_type, None)
+    return quantizer
 
 
-def _quantized(form: nn.Module, example: torch.Tensor, calibration: Sequence[torch.Tensor]) -> nn.Module:
+def quantized_form(form: nn.Module, example: torch.Tensor, calibration: Sequence[torch.Tensor],
+                   float_types: Sequence[type] = ()) -> nn.Module:
     """`form` statically quantized to int8 by XNNPACK's quantizer (`_quantizer`), calibrated by running it on
-    `calibration`."""
+    `calibration`: the int8 arithmetic in PyTorch, what `lower` lowers."""
     from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
-    quantizer = _quantizer()
-    prepared = prepare_pt2e(torch.export.export(form, (example,)).module(), quantizer)
+    prepared = prepare_pt2e(torch.export.export(form, (example,)).module(), _quantizer(float_types))
     with torch.no_grad():
         for batch in calibration:
             prepared(batch)
@@ -85,7 +89,7 @@ def lower(form: nn.Module, example: torch.Tensor, calibration: Optional[Sequence
     from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner
     from executorch.exir import to_edge_transform_and_lower
     if calibration is not None:
-        form = _quantized(form, example, calibration)
+        form = quantized_form(form, example, calibration)
     program = torch.export.export(form, (example,))
     return to_edge_transform_and_lower(program, partitioner=[XnnpackPartitioner()]).to_executorch()
 

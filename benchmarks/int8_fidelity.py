@@ -10,14 +10,13 @@ all at the size the models were trained at. Writes a results file for docs/deplo
 (docs/deploy.md gives the whole command, train.py's arguments included.)
 """
 import argparse
-import json
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 import timm
 import torch
+from results_file import add_out_arguments, check_out, run, write_results
 
 import timm_mobileformer  # noqa: F401  (registers the models)
 from timm_mobileformer import machine
@@ -80,8 +79,10 @@ def main(argv: list[str]) -> None:
     parser.add_argument('--data', type=Path, required=True, help='the demo set (train/ and validation/)')
     parser.add_argument('--checkpoint', nargs='+', required=True, metavar='MODEL=PATH')
     parser.add_argument('--img-size', type=int, default=64)
-    parser.add_argument('--out', type=Path, required=True)
+    add_out_arguments(parser)
     args = parser.parse_args(argv)
+    overwrite = args.overwrite
+    out = check_out(args.out, overwrite)
     executorch.require_executorch()
     results = {'machine': machine.describe(), 'command': 'python benchmarks/int8_fidelity.py ' + ' '.join(argv),
                'calibration images': CALIBRATION_IMAGES, 'img_size': args.img_size, 'models': {}}
@@ -89,9 +90,8 @@ def main(argv: list[str]) -> None:
         for spec in args.checkpoint:
             name, _, path = spec.partition('=')
             results['models'][name] = measure(name, Path(path), args.data, args.img_size, Path(folder))
-    args.out.write_text(json.dumps(results, indent=2) + '\n')
-    print(f'wrote {args.out}')
+    write_results(out, results, overwrite)
 
 
 if __name__ == '__main__':
-    main(sys.argv[1:])
+    run(main)

@@ -6,13 +6,12 @@ token side (Mobile->Former, Former, Former->Mobile) in float; top-1 and agreemen
         --checkpoint runs/mobileformer_52m/last.pth.tar --out int8-float-parts.json
 """
 import argparse
-import json
-import sys
 from pathlib import Path
 
 import timm
 import torch
 from int8_fidelity import CALIBRATION_IMAGES, top1, validation_set
+from results_file import add_out_arguments, check_out, run, write_results
 
 import timm_mobileformer  # noqa: F401  (registers the models)
 from timm_mobileformer import machine
@@ -32,8 +31,10 @@ def main(argv: list[str]) -> None:
     parser.add_argument('--model', default='mobileformer_52m')
     parser.add_argument('--checkpoint', type=Path, required=True)
     parser.add_argument('--img-size', type=int, default=64)
-    parser.add_argument('--out', type=Path, required=True)
+    add_out_arguments(parser)
     args = parser.parse_args(argv)
+    overwrite = args.overwrite
+    out = check_out(args.out, overwrite)
     model = timm.create_model(args.model, num_classes=len(list((args.data / 'train').iterdir())),
                               checkpoint_path=str(args.checkpoint)).eval()
     images = validation_set(args.data / 'validation', model, args.img_size)
@@ -53,8 +54,8 @@ def main(argv: list[str]) -> None:
                                       'min cosine to fp32': round(float(cosine.min()), 4),
                                       'mean cosine to fp32': round(float(cosine.mean()), 4)}
         print(parts, results['in float'][parts], flush=True)
-    args.out.write_text(json.dumps(results, indent=2) + '\n')
+    write_results(out, results, overwrite)
 
 
 if __name__ == '__main__':
-    main(sys.argv[1:])
+    run(main)

@@ -12,7 +12,6 @@ import argparse
 import functools
 import json
 import multiprocessing
-import sys
 import tempfile
 import time
 from concurrent.futures import ProcessPoolExecutor
@@ -20,11 +19,13 @@ from pathlib import Path
 
 import timm
 import torch
+from results_file import add_out_arguments, check_out, run, write_results
 
 import timm_mobileformer  # noqa: F401  (registers the models)
 from timm_mobileformer import machine
 from timm_mobileformer.demo_data import make_demo_data
 from timm_mobileformer.deploy import executorch
+from timm_mobileformer.errors import MobileFormerError
 from timm_mobileformer.mobileformer import model_cfgs
 
 IMAGES_PER_CLASS = 4  # the calibration images `bench --runtime executorch --quantize int8` draws
@@ -55,16 +56,20 @@ def main(argv: list[str]) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
     parser.add_argument('--variants', nargs='+', default=[name.split('_')[1] for name in model_cfgs])
     parser.add_argument('--jobs', type=int, default=1)
-    parser.add_argument('--out', type=Path, required=True)
+    add_out_arguments(parser)
     parser.add_argument('--append', action='store_true')
     args = parser.parse_args(argv)
+    overwrite = args.overwrite or args.append  # --append rewrites the file it extends
+    out = check_out(args.out, overwrite)
+    if args.append and not out.is_file():
+        raise MobileFormerError(f'--append {out}: no such results file: run without --append first')
     executorch.require_executorch()
     command = {'command': 'python benchmarks/int8_variants.py ' + ' '.join(argv), 'machine': machine.describe(),
                'jobs': args.jobs}
     results = {'runs': [], 'calibration': f'{IMAGES_PER_CLASS} images per class drawn by demo-data, 224 px',
                'variants': {}}
     if args.append:
-        results = json.loads(args.out.read_text())
+        results = json.loads(out.read_text())
     results['runs'].append(command)
     with tempfile.TemporaryDirectory() as folder:
         images = make_demo_data(Path(folder) / 'images', train_per_class=IMAGES_PER_CLASS, val_per_class=1)
@@ -74,9 +79,8 @@ def main(argv: list[str]) -> None:
             for name, result in zip(names, pool.map(export, names)):
                 results['variants'][name] = result
                 print(name, result, flush=True)
-    args.out.write_text(json.dumps(results, indent=2) + '\n')
-    print(f'wrote {args.out}')
+    write_results(out, results, overwrite)
 
 
 if __name__ == '__main__':
-    main(sys.argv[1:])
+    run(main)

@@ -4,9 +4,9 @@ if only its convs and linears took time.
 Every op of a call, as ExecuTorch's profiler sees it (ETDump), in execution order; XNNPACK's Fully Connected ops
 are matched in order to the linears and 1x1 convs of the graph the program was lowered from, so that each is
 known as a 1x1 conv, a token-side linear or the classifier head. The program and its peer (stock path) are then
-timed in alternating rounds, and the convs and linears alone (scaled from profiled to real time) give the speed
-per MAdd the program would have if everything else (bridges' attention, dynamic ReLUs, layout changes, norms)
-were free.
+timed in alternating rounds (the bench's `run_cell`), and the convs and linears alone (scaled from profiled to
+real time) give the speed per MAdd the program would have if everything else (bridges' attention, dynamic ReLUs,
+layout changes, norms) were free.
 
     python benchmarks/xnnpack_profile.py --model 294m --peer mobilenetv3_large_100 --threads 1 --out FILE
 """
@@ -14,17 +14,16 @@ import argparse
 import collections
 import json
 import statistics
-import sys
 import tempfile
-import time
 from pathlib import Path
-from typing import Callable
 
 import timm
 import torch
+from results_file import add_out_arguments, check_out, run, write_results
 
 import timm_mobileformer  # noqa: F401  (registers the models)
 from timm_mobileformer import machine
+from timm_mobileformer.bench import ForeignLoad, run_cell
 from timm_mobileformer.deploy import executorch
 from timm_mobileformer.info import count_madds
 
@@ -49,26 +48,16 @@ def gemm_parts(program: torch.export.ExportedProgram) -> list[str]:
     return parts
 
 
-def time_alternating(calls: dict[str, Callable[[], object]], rounds: int, per_round: int = 20) -> dict[str, float]:
-    """Median ms per call of each, over `rounds` rounds that run each call `per_round` times in turn."""
-    times = collections.defaultdict(list)
-    for _ in range(rounds):
-        for name, call in calls.items():
-            t0 = time.perf_counter()
-            for _ in range(per_round):
-                call()
-            times[name].append((time.perf_counter() - t0) / per_round * 1e3)
-    return {name: statistics.median(t) for name, t in times.items()}
-
-
 def main(argv: list[str]) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
     parser.add_argument('--model', default='294m')
     parser.add_argument('--peer', default='mobilenetv3_large_100')
     parser.add_argument('--threads', type=int, default=1)
     parser.add_argument('--rounds', type=int, default=8)
-    parser.add_argument('--out', type=Path, required=True)
+    add_out_arguments(parser)
     args = parser.parse_args(argv)
+    overwrite = args.overwrite
+    out = check_out(args.out, overwrite)
     name = f'mobileformer_{args.model}'
     x = torch.randn(1, 3, 224, 224)
     models = {name: timm.create_model(name).eval(), args.peer: timm.create_model(args.peer).eval()}
@@ -79,8 +68,12 @@ def main(argv: list[str]) -> None:
             executorch.export_executorch(model, paths[model_name])
         events = executorch.op_events(paths[name], 1, 224, args.threads, runs=30)
         executorch.set_threads(args.threads)
-        calls = {n: executorch.make_call(executorch.load_program(p), 1, 224) for n, p in paths.items()}
-        wall = time_alternating(calls, args.rounds)
+        programs = {n: executorch.load_program(p) for n, p in paths.items()}
+        load = ForeignLoad()
+        cell = run_cell(list(paths), 'infer', 1, args.rounds, 0.5, print,
+                        lambda n: executorch.make_call(programs[n], 1, 224))
+        other_cpu = load.share()
+    wall = {n: 1e3 / statistics.median(img_s) for n, img_s in cell.rounds.items()}
     gemms = gemm_parts(torch.export.export(executorch.runtime_form(models[name]), (x,)))
     gemm_events = [ms for op_type, ms in events if op_type == GEMM]
     if len(gemm_events) != len(gemms):
@@ -102,15 +95,16 @@ def main(argv: list[str]) -> None:
 
     results = {
         'machine': machine.describe(), 'command': 'python benchmarks/xnnpack_profile.py ' + ' '.join(argv),
-        'threads': args.threads, 'madds': madds, 'ms per image': {n: round(t, 3) for n, t in wall.items()},
+        'threads': args.threads, 'other processes, share of the CPUs': other_cpu, 'madds': madds,
+        'ms per image': {n: round(t, 3) for n, t in wall.items()},
         'parts': {part: {'ms': round(ms * scale, 3), 'share': round(ms / profiled, 4)}
                   for part, ms in sorted(by_part.items(), key=lambda kv: -kv[1])},
         'per MAdd vs peer': round(per_madd(wall[name]), 3),
         'per MAdd vs peer, convs and linears only': round(per_madd(compute_ms), 3),
     }
-    args.out.write_text(json.dumps(results, indent=2) + '\n')
+    write_results(out, results, overwrite)
     print(json.dumps({k: v for k, v in results.items() if k != 'machine'}, indent=2))
 
 
 if __name__ == '__main__':
-    main(sys.argv[1:])
+    run(main)

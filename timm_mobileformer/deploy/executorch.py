@@ -85,13 +85,16 @@ def quantized_form(form: nn.Module, example: torch.Tensor, calibration: Sequence
 
 def lower(form: nn.Module, example: torch.Tensor, calibration: Optional[Sequence[torch.Tensor]] = None):
     """The ExecuTorch program (an ExecutorchProgramManager; `.buffer` is the .pte) of `form` for XNNPACK at the
-    shape of `example`; int8 when `calibration` batches are given."""
-    from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner
+    shape of `example`; int8 when `calibration` batches are given. Lowered with the XNNPACK backend's own edge
+    config (that of its export recipes), which leaves out the edge dialect's IR check: the program is checked
+    against PyTorch instead, by `export_executorch`."""
+    from executorch.backends.xnnpack import XnnpackPartitioner, get_xnnpack_edge_compile_config
     from executorch.exir import to_edge_transform_and_lower
     if calibration is not None:
         form = quantized_form(form, example, calibration)
     program = torch.export.export(form, (example,))
-    return to_edge_transform_and_lower(program, partitioner=[XnnpackPartitioner()]).to_executorch()
+    return to_edge_transform_and_lower(program, partitioner=[XnnpackPartitioner()],
+                                       compile_config=get_xnnpack_edge_compile_config()).to_executorch()
 
 
 def ops_outside_delegate(program: bytes) -> dict[str, int]:

@@ -14,13 +14,17 @@ here:
 - convs run in XNNPACK's NHWC layout; the bridges read and write the map as (channels, pixels) matrices, so
   each Mobile-Former block converts its map's layout twice (into the Former→Mobile bridge, and out of it for
   the next block's convs), and Mobile→Former reads the converted map of the block before;
-- Former→Mobile's softmax over the few tokens is spelled out on (tokens, pixels) logits (XNNPACK's softmax
-  runs on the last axis only, and a last axis of a few tokens is slow);
+- Former→Mobile's softmax over the few tokens is spelled out on (tokens, pixels) logits, their maximum a
+  max pool over the tokens (XNNPACK's softmax runs on the last axis only, and a last axis of a few tokens is
+  slow);
 - a depthwise conv with a channel multiplier m is m plain depthwise convs, concatenated (XNNPACK runs the
   multiplier form as a grouped GEMM): output j C + c is the original channel c m + j, the order a channel
   shuffle with C groups gives, so the layers after it read that order (26m's shuffles there fold for free);
 - a channel shuffle next to a grouped pointwise conv is folded into a dense conv (26m only);
-- the dynamic ReLU is max(x k1, x k2): two multiplies and a maximum, which XNNPACK runs as element-wise ops.
+- the dynamic ReLU is max(x k1, x k2): two multiplies and a maximum, which XNNPACK runs as element-wise ops;
+  its slopes come from two linears (k1, k2) with their clamps fused;
+- LayerNorm's eps is the variance linear's bias. The fewer the graph's nodes, the faster the lowering: its
+  passes cost time per node.
 """
 import copy
 from typing import Optional
@@ -61,8 +65,9 @@ def _shuffle(module: nn.Module, channels: int) -> Optional[torch.Tensor]:
 
 
 def _first_token(tokens: torch.Tensor, batch_size: int) -> torch.Tensor:
-    """Token 0 of each sample of a (B M, d) token matrix: (B, d)."""
-    return tokens.reshape(batch_size, -1, tokens.shape[-1])[:, :1].reshape(batch_size, -1)
+    """Token 0 of each sample of a (B M, d) token matrix: (B, d), the first d columns of each sample's tokens
+    flattened."""
+    return tokens.reshape(batch_size, -1)[:, :tokens.shape[-1]]
 
 
 class XnnpackConvNorm(nn.Module):
@@ -121,40 +126,45 @@ def _reorder_after(depthwise: XnnpackMultiplierDepthwise, shuffle: nn.Module) ->
 
 
 class XnnpackLayerNorm(nn.Module):
-    """LayerNorm over the last axis of a (N, d) matrix, spelled out: the means as `linear`s by a 1/d row."""
+    """LayerNorm over the last axis of a (N, d) matrix, spelled out: the means as `linear`s by a 1/d row, eps the
+    variance's bias."""
 
     def __init__(self, norm: nn.LayerNorm):
         super().__init__()
         dim = norm.normalized_shape[0]
         self.mean = _const(torch.full((1, dim), 1. / dim))
-        self.weight, self.bias, self.eps = _const(norm.weight), _const(norm.bias), norm.eps
+        self.eps = _const(torch.full((1,), norm.eps))
+        self.weight, self.bias = _const(norm.weight), _const(norm.bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         centred = x - F.linear(x, self.mean)
-        return centred * torch.rsqrt(F.linear(centred * centred, self.mean) + self.eps) * self.weight + self.bias
+        return centred * torch.rsqrt(F.linear(centred * centred, self.mean, self.eps)) * self.weight + self.bias
 
 
 class XnnpackDynamicReLU(nn.Module):
-    """DynamicReLU: max(x k1, x k2), the slopes from token 0; 2 * hard_sigmoid folded into fc2, so that
-    k1 = clamp(fc2(.), 0, 2) and k2 = that - 1. `perm` reorders the channels as the map around it is ordered."""
+    """DynamicReLU: max(x k1, x k2), the slopes from token 0; 2 * hard_sigmoid folded into fc2 and fc2 split in
+    its k1 and k2 rows, so that k1 = clamp(fc2_k1(.), 0, 2) and k2 = clamp(fc2_k2(.) - 1, -1, 1), each a linear
+    with its clamp fused. `perm` reorders the channels as the map around it is ordered."""
 
     def __init__(self, act: nn.Module, perm: Optional[torch.Tensor] = None):
         super().__init__()
         self.channels = act.channels
         self.fc1_weight, self.fc1_bias = _const(act.fc1.weight), _const(act.fc1.bias)
         weight, bias = hard_sigmoid_weights(act.fc2)
-        if perm is not None:  # both halves (k1 rows, k2 rows) reordered alike
-            index = torch.cat([perm, perm + self.channels])
-            weight, bias = take(weight, index, 0), take(bias, index, 0)
-        self.fc2_weight, self.fc2_bias = _const(weight), _const(bias)
-        self.shift = _const(torch.cat([torch.zeros(self.channels), -torch.ones(self.channels)]))
+        (k1_weight, k2_weight), (k1_bias, k2_bias) = weight.split(self.channels), bias.split(self.channels)
+        if perm is not None:
+            k1_weight, k2_weight = take(k1_weight, perm, 0), take(k2_weight, perm, 0)
+            k1_bias, k2_bias = take(k1_bias, perm, 0), take(k2_bias, perm, 0)
+        self.k1_weight, self.k1_bias = _const(k1_weight), _const(k1_bias)
+        self.k2_weight, self.k2_bias = _const(k2_weight), _const(k2_bias - 1.)
 
     def slopes(self, token: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(k1, k2), each (B, C, 1, 1), from token 0 (B, d)."""
         hidden = F.relu(F.linear(token, self.fc1_weight, self.fc1_bias))
-        k = F.linear(hidden, self.fc2_weight, self.fc2_bias).clamp(0., 2.) + self.shift
+        k1 = F.linear(hidden, self.k1_weight, self.k1_bias).clamp(0., 2.)
+        k2 = F.linear(hidden, self.k2_weight, self.k2_bias).clamp(-1., 1.)
         b, c = token.shape[0], self.channels
-        return k[:, :c].reshape(b, c, 1, 1), k[:, c:].reshape(b, c, 1, 1)
+        return k1.reshape(b, c, 1, 1), k2.reshape(b, c, 1, 1)
 
     def forward(self, x: torch.Tensor, token: torch.Tensor) -> torch.Tensor:
         k1, k2 = self.slopes(token)
@@ -249,9 +259,7 @@ class XnnpackFormerToMobile(nn.Module):
         k, v = kv[:, :h].reshape(b * h, m, c // h), kv[:, h:].reshape(b * h, m, c // h)
         pixels = x.reshape(b * h, c // h, -1)  # (B h, C / h, H W)
         logits = torch.bmm(k, pixels)  # (B h, M, H W)
-        top = logits[:, :1]
-        for i in range(1, m):
-            top = torch.maximum(top, logits[:, i:i + 1])
+        top = F.max_pool2d(logits.reshape(b * h, 1, m, -1), (m, 1)).reshape(b * h, 1, -1)  # max over the tokens
         exp = torch.exp(logits - top)
         attn = exp / torch.bmm(self.ones, exp)  # softmax over the tokens
         return x + torch.bmm(v.transpose(1, 2), attn).reshape(x.shape)

@@ -71,8 +71,7 @@ def make_model(drop_path_rate: float = 0.05, grad_checkpointing: bool = True) ->
 
 
 def make_optimizer(model: nn.Module, lr: float = 4e-3) -> torch.optim.Optimizer:
-    """AdamW with layer decay; its multi-tensor (foreach) form, the same update in fewer calls on CPU."""
-    return create_optimizer_v2(model, opt='adamw', lr=lr, weight_decay=0.05, layer_decay=0.95, foreach=True)
+    return create_optimizer_v2(model, opt='adamw', lr=lr, weight_decay=0.05, layer_decay=0.95)
 
 
 def make_mixup() -> Mixup:

@@ -6,7 +6,7 @@ says the program runs as built, not what int8 costs in accuracy (benchmarks/int8
     python benchmarks/int8_variants.py --out int8-variants.json [--variants 26m 508m] [--jobs 2] [--append]
 
 With --jobs N, N variants are exported at once, each in its own process on one thread (lowering runs in one
-thread anyway). --append adds the variants to an existing results file (its `commands` list both runs).
+thread anyway). --append adds the variants to an existing results file (its `runs` list both commands).
 """
 import argparse
 import functools

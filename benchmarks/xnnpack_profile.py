@@ -25,6 +25,7 @@ import timm_mobileformer  # noqa: F401  (registers the models)
 from timm_mobileformer import machine
 from timm_mobileformer.bench import ForeignLoad, run_cell
 from timm_mobileformer.deploy import executorch
+from timm_mobileformer.errors import MobileFormerError
 from timm_mobileformer.info import count_madds
 
 GEMM = 'Fully Connected (NC, F32) GEMM'
@@ -77,8 +78,8 @@ def main(argv: list[str]) -> None:
     gemms = gemm_parts(torch.export.export(executorch.runtime_form(models[name]), (x,)))
     gemm_events = [ms for op_type, ms in events if op_type == GEMM]
     if len(gemm_events) != len(gemms):
-        raise SystemExit(f'{len(gemm_events)} Fully Connected ops ran, the graph has {len(gemms)} linears and 1x1 '
-                         f'convs: they cannot be matched')
+        raise MobileFormerError(f'{len(gemm_events)} Fully Connected ops ran, the graph has {len(gemms)} linears '
+                                f'and 1x1 convs: they cannot be matched')
     by_part: dict[str, float] = collections.Counter()
     for part, ms in zip(gemms, gemm_events):
         by_part[part] += ms

@@ -1,6 +1,7 @@
 """Which parts of Mobile-Former to keep in float in int8: the quantized model in PyTorch (the int8 arithmetic the
-program is lowered from, `quantized_form`) with everything int8, with the dynamic ReLUs in float, and with the
-token side (Mobile->Former, Former, Former->Mobile) in float; top-1 and agreement with fp32 on a validation split.
+program is lowered from, `quantized_form`) with everything int8, with the LayerNorms in float (what programs are
+made with), with the dynamic ReLUs in float, and with the token side (Mobile->Former, Former, Former->Mobile) in
+float; top-1 and agreement with fp32 on a validation split.
 
     python benchmarks/int8_float_parts.py --data demo --img-size 64 --model mobileformer_52m \
         --checkpoint runs/mobileformer_52m/last.pth.tar --out int8-float-parts.json
@@ -20,6 +21,7 @@ from timm_mobileformer.deploy import xnnpack_form as form_classes
 
 FLOAT_PARTS = {
     'none (everything int8)': (),
+    'LayerNorms (programs)': form_classes.FLOAT_IN_INT8,
     'dynamic ReLUs': (form_classes.XnnpackDynamicReLU,),
     'token side': (form_classes.XnnpackMobileToFormer, form_classes.XnnpackFormer, form_classes.XnnpackFormerToMobile),
 }

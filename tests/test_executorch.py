@@ -18,7 +18,7 @@ from safetensors.torch import save_file  # noqa: E402
 from timm_mobileformer.bench import benchmark  # noqa: E402
 from timm_mobileformer.demo_data import make_demo_data  # noqa: E402
 from timm_mobileformer.deploy import executorch  # noqa: E402
-from timm_mobileformer.deploy.xnnpack_form import XnnpackMobileFormer  # noqa: E402
+from timm_mobileformer.deploy.xnnpack_form import XnnpackLayerNorm, XnnpackMobileFormer  # noqa: E402
 from timm_mobileformer.errors import MobileFormerError  # noqa: E402
 
 IMG_SIZE = 224
@@ -67,6 +67,21 @@ def test_a_program_with_ops_outside_is_refused(monkeypatch, tmp_path):
     with pytest.raises(MobileFormerError, match='1 ops stay outside XNNPACK'):
         executorch.export_executorch(randomized_model('mobileformer_26m'), tmp_path / 'm.pte', 64)
     assert list(tmp_path.iterdir()) == []
+
+
+def quantized_rsqrt_users(float_types) -> list[str]:
+    """What reads the rsqrt of a LayerNorm of the XNNPACK form after `quantized_form`."""
+    module = nn.Sequential(nn.Linear(8, 8), XnnpackLayerNorm(nn.LayerNorm(8))).eval()
+    x = torch.randn(4, 8)
+    quantized = executorch.quantized_form(module, x, [x], float_types)
+    return [str(user.target) for node in quantized.graph.nodes if node.target == torch.ops.aten.rsqrt.default
+            for user in node.users]
+
+
+def test_int8_keeps_the_layer_norms_in_float():
+    """By default (`FLOAT_IN_INT8`) nothing quantizes a LayerNorm's values; asked for everything in int8, it is."""
+    assert quantized_rsqrt_users(None) and not any('quantize' in user for user in quantized_rsqrt_users(None))
+    assert any('quantize' in user for user in quantized_rsqrt_users(()))
 
 
 @pytest.fixture(scope='session')

@@ -72,10 +72,13 @@ def _quantizer(float_types: Sequence[type] = ()):
 
 
 def quantized_form(form: nn.Module, example: torch.Tensor, calibration: Sequence[torch.Tensor],
-                   float_types: Sequence[type] = ()) -> nn.Module:
+                   float_types: Optional[Sequence[type]] = None) -> nn.Module:
     """`form` statically quantized to int8 by XNNPACK's quantizer (`_quantizer`), calibrated by running it on
-    `calibration`: the int8 arithmetic in PyTorch, what `lower` lowers."""
+    `calibration`: the int8 arithmetic in PyTorch, what `lower` lowers. `float_types` stay in float (default: the
+    XNNPACK form's `FLOAT_IN_INT8`)."""
     from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
+    if float_types is None:
+        from .xnnpack_form import FLOAT_IN_INT8 as float_types
     prepared = prepare_pt2e(torch.export.export(form, (example,)).module(), _quantizer(float_types))
     with torch.no_grad():
         for batch in calibration:

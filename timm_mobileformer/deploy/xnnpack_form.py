@@ -24,7 +24,9 @@ here:
 - the dynamic ReLU is max(x k1, x k2): two multiplies and a maximum, which XNNPACK runs as element-wise ops;
   its slopes come from two linears (k1, k2) with their clamps fused;
 - LayerNorm's eps is the variance linear's bias. The fewer the graph's nodes, the faster the lowering: its
-  passes cost time per node.
+  passes cost time per node;
+- in int8 the LayerNorms stay in float (`FLOAT_IN_INT8`): quantized, their eight element-wise ops each bring their
+  own quantize and dequantize nodes, about a fifth of the int8 graph, for no speed (they run on the few tokens).
 """
 import copy
 from typing import Optional
@@ -47,8 +49,8 @@ from ..layers.folds import (
 )
 
 __all__ = [
-    'XnnpackMobileFormer', 'XnnpackConvNorm', 'XnnpackMultiplierDepthwise', 'XnnpackLayerNorm', 'XnnpackDynamicReLU',
-    'XnnpackMobileToFormer', 'XnnpackFormer', 'XnnpackFormerToMobile', 'XnnpackLiteBottleneck',
+    'FLOAT_IN_INT8', 'XnnpackMobileFormer', 'XnnpackConvNorm', 'XnnpackMultiplierDepthwise', 'XnnpackLayerNorm',
+    'XnnpackDynamicReLU', 'XnnpackMobileToFormer', 'XnnpackFormer', 'XnnpackFormerToMobile', 'XnnpackLiteBottleneck',
     'XnnpackInvertedBottleneck', 'XnnpackDownsampleBottleneck', 'XnnpackMobileFormerBlock', 'XnnpackTokenMerge',
     'XnnpackMobileFormerHead',
 ]
@@ -139,6 +141,10 @@ class XnnpackLayerNorm(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         centred = x - F.linear(x, self.mean)
         return centred * torch.rsqrt(F.linear(centred * centred, self.mean, self.eps)) * self.weight + self.bias
+
+
+# the modules an int8 program keeps in float (docs/deploy.md measures the choice)
+FLOAT_IN_INT8 = (XnnpackLayerNorm,)
 
 
 class XnnpackDynamicReLU(nn.Module):

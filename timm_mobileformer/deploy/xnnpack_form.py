@@ -26,7 +26,8 @@ here:
 - LayerNorm's eps is the variance linear's bias. The fewer the graph's nodes, the faster the lowering: its
   passes cost time per node;
 - in int8 the LayerNorms stay in float (`FLOAT_IN_INT8`): quantized, their eight element-wise ops each bring their
-  own quantize and dequantize nodes, about a fifth of the int8 graph, for no speed (they run on the few tokens).
+  own quantize and dequantize nodes, about a fifth of the int8 graph, and gain no speed (they run on the few
+  tokens).
 """
 import copy
 from typing import Optional
